@@ -1,0 +1,66 @@
+"""The papermill runner on a throw-away repository: order, resume, failures, parameter checks."""
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from hac.reproduce import ReproduceError, check_parameters, load_manifest, reproduce
+
+
+def make_nb(path, params_src, body_src):
+    nb = nbformat.v4.new_notebook()
+    p = nbformat.v4.new_code_cell(params_src)
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [p, nbformat.v4.new_code_cell(body_src)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "python3", "language": "python"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+
+
+@pytest.fixture
+def repo(tmp_path):
+    (tmp_path / "settings.ini").write_text("[DEFAULT]\n")
+    (tmp_path / "configs").mkdir()
+    body = ("import json, pathlib\npathlib.Path(run_dir).mkdir(parents=True, exist_ok=True)\n"
+            "if fail: raise RuntimeError('boom')\n"
+            "pathlib.Path(run_dir, 'metrics.json').write_text(json.dumps({'x': x}))\n")
+    params = "run_dir: str = 'scratch'\nruns_root: str = 'scratch'\nx: int = 1\nfail: bool = False\n"
+    make_nb(tmp_path / "nbs" / "a.ipynb", params, body)
+    make_nb(tmp_path / "nbs" / "b.ipynb", params, body + "assert pathlib.Path(runs_root, 'a', 'default', 'metrics.json').exists()\n")
+    (tmp_path / "configs" / "reproduce.yaml").write_text(
+        "experiments:\n  b: {notebook: nbs/b.ipynb, needs: [a]}\n  a: {notebook: nbs/a.ipynb}\n")
+    (tmp_path / "configs" / "default.yaml").write_text("a: {x: 5}\n")
+    return tmp_path
+
+
+def test_order_resume_and_outputs(repo):
+    assert list(load_manifest(repo)) == ["a", "b"]
+    logs = []
+    s = reproduce("default", root=repo, runs_root=repo / "runs", log=logs.append)
+    assert json.loads((repo / "runs/a/default/metrics.json").read_text()) == {"x": 5}
+    cfg = json.loads((repo / "runs/a/default/config.json").read_text())
+    assert cfg["parameters"]["x"] == 5 and cfg["profile"] == "default"
+    assert (repo / "runs/b/default/executed.ipynb").exists()
+    assert set(s["seconds"]) == {"a", "b"}
+    # second call: both skipped (same parameters, same notebooks)
+    logs.clear()
+    reproduce("default", root=repo, runs_root=repo / "runs", log=logs.append)
+    assert sum("skipped" in l for l in logs) == 2
+
+
+def test_failure_names_notebook_and_keeps_finished(repo):
+    (repo / "configs" / "default.yaml").write_text("b: {fail: true}\n")
+    with pytest.raises(ReproduceError, match=r"b \(nbs/b.ipynb\) failed in cell .*RuntimeError: boom"):
+        reproduce("default", root=repo, runs_root=repo / "runs", log=lambda *_: None)
+    assert (repo / "runs/a/default/DONE").exists() and not (repo / "runs/b/default/DONE").exists()
+    assert (repo / "runs/b/default/failed.ipynb").exists()
+
+
+def test_parameter_checks(repo):
+    with pytest.raises(ValueError, match="parameter 'x' must be int"):
+        check_parameters(repo / "nbs/a.ipynb", {"x": "five"})
+    with pytest.raises(ValueError, match="unknown parameter 'y'"):
+        check_parameters(repo / "nbs/a.ipynb", {"y": 1})
+    with pytest.raises(ValueError, match="unknown experiment"):
+        reproduce("default", only=["nope"], root=repo, runs_root=repo / "runs")

@@ -13,7 +13,7 @@ __all__ = ['MAX_SINH_ARG', 'time_component', 'pairwise_inner', 'rowwise_inner', 
            'pairwise_dist', 'half_aperture', 'oxy_angle', 'entailment_loss', 'to_poincare', 'from_poincare',
            'poincare_dist']
 
-# %% ../nbs/00_lorentz.ipynb #c7295c6e
+# %% ../nbs/00_lorentz.ipynb #6e16ba93
 def _tiny(dtype: torch.dtype) -> float:
     "Lower clamp for squared norms: far below any meaningful value, far above underflow."
     return torch.finfo(dtype).tiny * 1e8  # float32: 1.2e-30, float64: 2.2e-300
@@ -44,11 +44,16 @@ def _sqnorm(x: Tensor, keepdim: bool = False) -> Tensor:
 
 def _norm(x: Tensor, keepdim: bool = False) -> Tensor:
     "Euclidean norm over the last dim: overflow-safe, never 0, zero gradient at the zero vector."
-    # scale by the largest entry (detached: the norm is 1-homogeneous, so gradients are unchanged);
-    # for x != 0 the scaled sum of squares is >= 1, for x == 0 it is 0 and the clamp at 0.25 makes
-    # the norm tiny/2 > 0 with a zero gradient, so no 0/0 anywhere downstream.
-    m = x.detach().abs().amax(-1, keepdim=True).clamp_min(_tiny(x.dtype))
-    n = m * _sqnorm(x / m, keepdim=True).clamp_min(0.25).sqrt()
+    tiny = _tiny(x.dtype)
+    sq = _sqnorm(x, keepdim=True)
+    if bool(torch.isfinite(sq).all()):
+        # clamp before the root: zero gradient (not 0 * inf) at the zero vector
+        n = sq.clamp_min(tiny).sqrt()
+    else:
+        # |x|^2 overflowed: scale by the largest entry (detached: the norm is 1-homogeneous, so gradients
+        # are unchanged); the scaled sum of squares is >= 1 for x != 0
+        m = x.detach().abs().amax(-1, keepdim=True).clamp_min(tiny)
+        n = m * _sqnorm(x / m, keepdim=True).clamp_min(0.25).sqrt()
     # floor at _den (1.1e-15 in float32): every division by a norm then has a finite backward
     n = n.clamp_min(_den(x.dtype))
     return n if keepdim else n.squeeze(-1)
@@ -114,13 +119,11 @@ def dist0(
     sc = _curv(curv, x).sqrt()
     return torch.asinh(sc * _norm(x)) / sc
 
-# %% ../nbs/00_lorentz.ipynb #d9754e79
+# %% ../nbs/00_lorentz.ipynb #79c77d73
 _REFINE_RHO = {torch.float32: 2e-2, torch.float64: 1e-7}
 
 def _acosh_(z: Tensor) -> Tensor:
     "In-place acosh for z >= 1 (values below 1 are rounding: clamped to 1, i.e. distance 0)."
-    if z.numel() and z.max() > 1e15:  # z*z would overflow float32: use the library acosh
-        return torch.acosh(z.clamp_min_(1.0), out=z)
     z.clamp_min_(1.0)
     s = torch.addcmul(z.new_tensor(-1.0), z, z)   # z^2 - 1, one fused pass
     s.sqrt_().add_(z)
@@ -132,7 +135,7 @@ def _acosh(z: Tensor) -> Tensor:
     # clamp z^2-1 away from 0: at coincident points the gradient 1/sqrt(z^2-1) would be infinite
     return torch.log(z + (z * z - 1).clamp_min(_tiny(z.dtype)).sqrt())
 
-# %% ../nbs/00_lorentz.ipynb #50272cbf
+# %% ../nbs/00_lorentz.ipynb #d2adc144
 def rowwise_dist(
     x: Tensor,  # space components, (B, D)
     y: Tensor,  # space components, (B, D)
@@ -164,7 +167,6 @@ def pairwise_dist(
     y: Tensor,  # space components, (N, D)
     *, curv: float | Tensor,  # curvature is -curv
     refine: bool = True,  # recompute near pairs (GEMM cancellation) with `rowwise_dist`
-    block_rows: int = 256,  # rows per block of the in-place (no-grad) path
 ) -> Tensor:  # geodesic distances, (B, N)
     "Geodesic distance between every row of `x` and every row of `y`."
     x, y = _float(x), _float(y)
@@ -173,24 +175,24 @@ def pairwise_dist(
     a = torch.cat([x, xt[:, None]], -1)                   # (B, D+1)
     b = torch.cat([-c * y, c * yt[:, None]], -1)          # (N, D+1): a @ b.T = -c <x, y>_L
     rho = _REFINE_RHO.get(x.dtype, 2e-2)
-    ymax = yt.max() if yt.numel() else yt.new_tensor(0.0)
     grad = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad or c.requires_grad)
-    if grad:
-        z = a @ b.T
-        near = (z - 1 < rho * c * xt[:, None] * yt[None, :]) if refine else None
-        d = _acosh(z) / c.sqrt()
-    else:
-        d = torch.empty(x.shape[0], y.shape[0], dtype=x.dtype, device=x.device)
-        near = torch.zeros_like(d, dtype=torch.bool) if refine else None
-        bt = b.T.contiguous()
-        for i in range(0, x.shape[0], block_rows):
-            blk = d[i:i + block_rows]
-            torch.mm(a[i:i + block_rows], bt, out=blk)
-            if refine:  # per-row bound >= rho*c*xt*yt: a superset of the pairs that need it
-                torch.lt(blk, 1 + rho * c * xt[i:i + block_rows, None] * ymax, out=near[i:i + block_rows])
-            _acosh_(blk)
-        d.div_(c.sqrt())
-    if refine and near is not None:
+    z = a @ b.T                                            # (B, N), one GEMM
+    near = None
+    if refine and z.numel():
+        # a superset of the pairs with z - 1 < rho c x_t y_t (per-row bound with the largest y_t),
+        # searched only in rows whose smallest z is below the bound (one cheap reduction pass)
+        bound = 1 + rho * c * xt * yt.max()
+        rows = (z.detach().amin(1) < bound).nonzero().flatten()
+        if rows.numel():
+            near = torch.zeros_like(z, dtype=torch.bool)
+            near[rows] = z.detach()[rows] < bound[rows, None]
+    # z^2 overflows float32 only for points beyond the exp map's range (|x| > 2**15/sqrt(c)): use acosh there
+    huge = bool(z.numel()) and float((c * xt.max() * yt.max()).detach()) > 1e18
+    if grad or huge:
+        d = (torch.acosh(z.clamp_min(1.0)) if huge and not grad else _acosh(z)) / c.sqrt()
+    else:  # whole matrix in place: 5 cheap elementwise passes after the GEMM
+        d = _acosh_(z).div_(c.sqrt())
+    if near is not None:
         idx = near.nonzero(as_tuple=True)
         if idx[0].numel():
             d = d.index_put(idx, rowwise_dist(x[idx[0]], y[idx[1]], curv=c))

@@ -31,13 +31,15 @@ export-check: install
 	  echo "nbdev_export changed hac/: the exported package is out of sync with nbs/"; \
 	  git status --porcelain -- hac; exit 1; fi
 
+# experiment and paper notebooks run through papermill in `reproduce-quick` (with injected parameters,
+# as users run them), so nbdev_test covers the library notebooks only
 nbtest: install
-	$(BIN)/nbdev_test --n_workers 1 --timing
+	$(BIN)/nbdev_test --n_workers 1 --timing --skip_folder_re '^[_.]|^experiments$$|^paper$$'
 
 pytest: install
 	$(BIN)/python -m pytest tests -q
 
-test: export-check nbtest pytest
+test: export-check nbtest pytest reproduce-quick
 
 reproduce: install
 	$(BIN)/hac reproduce --profile default

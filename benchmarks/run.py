@@ -62,7 +62,140 @@ def bench_lorentz(quick=False):
     return rows
 
 
-BENCHES = {"lorentz": bench_lorentz}
+def _tiny_checkpoint(kind, path):
+    from hac.models import build_model, save_checkpoint, tiny_config
+    torch.manual_seed(0)
+    save_checkpoint(build_model(tiny_config(kind)), path)
+    return path
+
+
+def _step_times(cfg):
+    "Median seconds per optimizer step of hac.train.train(cfg) (from the per-step hook)."
+    import hac.train as T
+    stamps = []
+    orig = T._after_step
+    T._after_step = lambda step, state: stamps.append(time.perf_counter())
+    try:
+        T.train(cfg)
+    finally:
+        T._after_step = orig
+    gaps = sorted(b - a for a, b in zip(stamps[:-1], stamps[1:]))
+    return gaps[len(gaps) // 2]
+
+
+def bench_steps(quick=False):
+    "One unlearning step of HAC vs AC on the same tiny MERU and batch, and CLIP + AC."
+    from hac.config import unlearn_config
+    steps = 8 if quick else 25
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        meru, clip = _tiny_checkpoint("meru", Path(d) / "meru.pt"), _tiny_checkpoint("clip", Path(d) / "clip.pt")
+        kw = dict(steps=steps, log_every=10**6, test_size=50, probe_size=50, progress=False, warmup=1)
+        t_hac = _step_times(unlearn_config("hac", str(meru), ["dog"], **kw))
+        t_ac_meru = _step_times(unlearn_config("ac", str(meru), ["dog"], **kw))
+        t_ac_clip = _step_times(unlearn_config("ac", str(clip), ["dog"], **kw))
+    rows.append(("HAC step, tiny MERU (batch 128 + 64 forget)", t_hac * 1e3, "AC step, same MERU and batch", t_ac_meru * 1e3, t_hac / t_ac_meru, "<= 1.2"))
+    rows.append(("HAC step, tiny MERU", t_hac * 1e3, "AC step, tiny CLIP", t_ac_clip * 1e3, t_hac / t_ac_clip, "info"))
+    return rows
+
+
+def bench_fullsize(quick=False):
+    "Full-size MERU ViT-S training step on CPU, images per second, fp32 vs bf16 autocast."
+    from hac.losses import PretrainLoss
+    from hac.models import build_model, full_config
+    torch.manual_seed(0)
+    model = build_model(full_config("meru_vit_s"))
+    loss = PretrainLoss("lorentz", entail_weight=0.2, parent_weight=0.0, mask_true=False)
+    bs = 4 if quick else 16
+    imgs = torch.rand(bs, 3, 224, 224)
+    texts = [f"a photo of a thing number {i}" for i in range(bs)]
+    cls = torch.arange(bs)
+    def step(bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            e = model(imgs, texts)
+        parts = loss(e["image"].float(), e["text"].float(), scale=model.logit_scale, curv=model.curv,
+                     img_cls=cls, txt_con=cls, truth=torch.eye(bs, dtype=torch.bool))
+        parts["loss"].backward()
+        model.zero_grad(set_to_none=True)
+    t32 = timeit(lambda: step(False), repeat=2)
+    t16 = timeit(lambda: step(True), repeat=2)
+    return [(f"MERU ViT-S train step, batch {bs}, bf16 autocast (img/s {bs / t16:.1f})", t16 * 1e3,
+             f"fp32 (img/s {bs / t32:.1f})", t32 * 1e3, t16 / t32, "info")]
+
+
+def bench_eval(quick=False):
+    "Zero-shot evaluation throughput on the default test split (2,000 images)."
+    from hac.data import ANIMAL_MNIST_CLASSES, AnimalMNIST, templates
+    from hac.evaluate import evaluate_zero_shot
+    from hac.models import build_model, tiny_config
+    ds = AnimalMNIST("test")
+    x, y = ds.image_tensor(), ds.labels
+    if quick:
+        x, y = x[:400], y[:400]
+    rows = []
+    res = {}
+    for kind in ("meru", "clip"):
+        torch.manual_seed(0)
+        m = build_model(tiny_config(kind))
+        m.class_prototypes(list(ANIMAL_MNIST_CLASSES), templates("animal_mnist"))  # warm the text cache
+        res[kind] = timeit(lambda: evaluate_zero_shot(m, x, y, list(ANIMAL_MNIST_CLASSES), templates("animal_mnist"), forget=[4]), repeat=2)
+    rows.append((f"zero-shot eval MERU, {len(y)} images ({len(y) / res['meru']:.0f} img/s)", res["meru"] * 1e3,
+                 f"CLIP ({len(y) / res['clip']:.0f} img/s)", res["clip"] * 1e3, res["meru"] / res["clip"], "info"))
+    return rows
+
+
+_MEM_SNIPPET = r"""
+import resource, sys, tempfile, torch
+from pathlib import Path
+from hac.models import build_model, save_checkpoint, tiny_config
+what, steps = sys.argv[1], int(sys.argv[2])
+d = Path(tempfile.mkdtemp())
+if what == "eval":
+    from hac.data import ANIMAL_MNIST_CLASSES, AnimalMNIST, templates
+    from hac.evaluate import evaluate_zero_shot
+    ds = AnimalMNIST("test"); m = build_model(tiny_config("meru"))
+    evaluate_zero_shot(m, ds.image_tensor(), ds.labels, list(ANIMAL_MNIST_CLASSES), templates("animal_mnist"), forget=[4])
+else:
+    from hac.config import pretrain_config, unlearn_config
+    from hac.train import train
+    kw = dict(steps=steps, log_every=10**6, test_size=100, probe_size=100, progress=False)
+    if what == "pretrain":
+        train(pretrain_config("meru", **kw))
+    else:
+        p = d / "m.pt"; save_checkpoint(build_model(tiny_config("meru")), p)
+        train(unlearn_config("hac", str(p), ["dog"], **kw))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def bench_memory(quick=False):
+    "Peak resident memory (MiB) of pretraining, unlearning and evaluation, each in a fresh process."
+    import subprocess, sys
+    rows = []
+    for what in ("pretrain", "unlearn", "eval"):
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", _MEM_SNIPPET, what, "3" if quick else "10"], capture_output=True, text=True)
+        if out.returncode:
+            raise RuntimeError(f"memory benchmark {what} failed:\n{out.stderr[-2000:]}")
+        rows.append((f"peak RSS, {what} (tiny MERU), MiB", float(out.stdout.strip().splitlines()[-1]), "wall time, ms",
+                     (time.perf_counter() - t0) * 1e3, float("nan"), "info"))
+    return rows
+
+
+def bench_reproduce(quick=False):
+    "Where `make reproduce` time goes (read from the last default-profile run)."
+    import json
+    p = HERE.parent / "runs" / "_reproduce_default.json"
+    if not p.exists():
+        return [("make reproduce (no default run found in runs/)", float("nan"), "-", float("nan"), float("nan"), "<= 30 min")]
+    s = json.loads(p.read_text())
+    rows = [(f"reproduce: {k}", v * 1e3, "total", s["total_seconds"] * 1e3, v / s["total_seconds"], "share") for k, v in s["seconds"].items()]
+    rows.append(("make reproduce, default profile, total (s)", s["total_seconds"], "budget 30 min (s)", 1800.0, s["total_seconds"] / 1800, "<= 1.0"))
+    return rows
+
+
+BENCHES = {"lorentz": bench_lorentz, "steps": bench_steps, "fullsize": bench_fullsize, "eval": bench_eval,
+           "memory": bench_memory, "reproduce": bench_reproduce}
 
 
 def main(argv=None):
@@ -73,7 +206,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     torch.manual_seed(0)
     header = (f"# hac benchmarks\n\nMachine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads. Best of 5 wall times.\n\n"
+              f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} at start. Best of several wall times.\n\n"
               "| measured | ms | baseline | ms | ratio | target |\n|---|---:|---|---:|---:|---|\n")
     lines = []
     for name in args.only or BENCHES:

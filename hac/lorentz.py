@@ -135,7 +135,7 @@ def _acosh(z: Tensor) -> Tensor:
     # clamp z^2-1 away from 0: at coincident points the gradient 1/sqrt(z^2-1) would be infinite
     return torch.log(z + (z * z - 1).clamp_min(_tiny(z.dtype)).sqrt())
 
-# %% ../nbs/00_lorentz.ipynb #d2adc144
+# %% ../nbs/00_lorentz.ipynb #fb8a696a
 def rowwise_dist(
     x: Tensor,  # space components, (B, D)
     y: Tensor,  # space components, (B, D)
@@ -190,8 +190,12 @@ def pairwise_dist(
     huge = bool(z.numel()) and float((c * xt.max() * yt.max()).detach()) > 1e18
     if grad or huge:
         d = (torch.acosh(z.clamp_min(1.0)) if huge and not grad else _acosh(z)) / c.sqrt()
-    else:  # whole matrix in place: 5 cheap elementwise passes after the GEMM
-        d = _acosh_(z).div_(c.sqrt())
+    else:  # in place, in row chunks that stay in cache (the GEMM itself runs on the whole matrix)
+        inv = 1 / c.sqrt()
+        step = max(1, (1 << 18) // max(1, z.shape[1]))  # ~1 MiB of float32 per chunk
+        for i in range(0, z.shape[0], step):
+            _acosh_(z[i:i + step]).mul_(inv)
+        d = z
     if near is not None:
         idx = near.nonzero(as_tuple=True)
         if idx[0].numel():

@@ -64,3 +64,11 @@ def test_parameter_checks(repo):
         check_parameters(repo / "nbs/a.ipynb", {"y": 1})
     with pytest.raises(ValueError, match="unknown experiment"):
         reproduce("default", only=["nope"], root=repo, runs_root=repo / "runs")
+
+
+def test_real_manifest_notebooks_have_one_parameters_cell():
+    "Every experiment notebook keeps exactly one `parameters` cell (nbdev_clean must not strip tags)."
+    for exp in load_manifest().values():
+        nb = nbformat.read(str(Path(__file__).parents[1] / exp.notebook), as_version=4)
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, exp.notebook

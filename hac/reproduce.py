@@ -126,7 +126,7 @@ def check_parameters(notebook: str | os.PathLike, params: dict) -> None:
             if not (v is None and "None" in (declared[k].get("inferred_type_name") or "")):
                 raise ValueError(f"{notebook}: parameter {k!r} must be {t}, got {type(v).__name__} {v!r}")
 
-# %% ../nbs/08_reproduce.ipynb #42efb7e7
+# %% ../nbs/08_reproduce.ipynb #3ddc7abb
 class ReproduceError(RuntimeError):
     "A notebook of the reproduction failed."
 
@@ -161,7 +161,7 @@ def run_experiment(exp: Experiment, profile: str, *, params: dict, runs_root: Pa
                                              "hac_version": __version__, "git_commit": git_commit(root),
                                              "started": datetime.now(timezone.utc).isoformat()})
     out_nb = rdir / "executed.ipynb"
-    tmp_nb = rdir / ".executed.ipynb.tmp"
+    tmp_nb = rdir / ".executed.tmp.ipynb"  # papermill wants the .ipynb suffix; renamed when complete
     log(f"[reproduce] {exp.name}: running {exp.notebook} -> {out_nb}")
     t0 = time.perf_counter()
     try:

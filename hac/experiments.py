@@ -15,8 +15,9 @@ from .config import TrainConfig, pretrain_config, unlearn_config
 from .reproduce import atomic_write_json, atomic_write_text, params_hash
 
 # %% auto #0
-__all__ = ['cached_train', 'pretrained', 'unlearn_dir', 'unlearn', 'record', 'mean_std', 'fmt_mean_std', 'format_table',
-           'write_table', 'pretrained_from_run', 'eval_images', 'evaluate_model', 'embedding_maps']
+__all__ = ['cached_train', 'pretrained', 'unlearn_dir', 'unlearn', 'pretrain_job', 'unlearn_job', 'train_many', 'history',
+           'protocol', 'record', 'mean_std', 'fmt_mean_std', 'format_table', 'write_table', 'pretrained_from_run',
+           'eval_images', 'evaluate_model', 'embedding_maps']
 
 # %% ../nbs/09_experiments.ipynb #72f0b316
 _VOLATILE = ("progress", "out_dir", "resume")
@@ -60,17 +61,73 @@ def unlearn(method: str, model_path: str | Path | None, forget: list, runs_root:
     out = unlearn_dir(cfg, runs_root)
     return cached_train(cfg, out), out
 
+# %% ../nbs/09_experiments.ipynb #626e186e
+def pretrain_job(kind: str, runs_root: str | Path, **overrides) -> tuple[TrainConfig, Path]:
+    "(config, cache folder) of a pretraining run of `kind` ('clip' | 'meru') with `overrides`."
+    cfg = pretrain_config(kind, **overrides)
+    key = params_hash({k: v for k, v in cfg.to_dict().items() if k not in _VOLATILE})
+    return cfg, Path(runs_root) / "_cache" / "pretrain" / f"{kind}-{key}"
+
+def unlearn_job(method: str, model_path, forget: list, runs_root: str | Path, **overrides) -> tuple[TrainConfig, Path]:
+    "(config, cache folder) of an unlearning (or retrain) run."
+    cfg = unlearn_config(method, None if model_path is None else str(model_path), list(forget), **overrides)
+    return cfg, unlearn_dir(cfg, runs_root)
+
+def _run_job(job):
+    cfg, out = job
+    return cached_train(cfg, out)
+
+def train_many(jobs: list, # [(TrainConfig, folder), ...] from pretrain_job / unlearn_job
+               workers: int = 2, # parallel processes (1: in this process)
+              ) -> list[dict]: # metrics per job, in job order
+    "Run (or read from the cache) every job, `workers` at a time in spawned processes."
+    jobs = list(jobs)
+    todo = [i for i, (c, o) in enumerate(jobs) if not _is_cached(c, o)]
+    res = [None] * len(jobs)
+    if workers > 1 and len(todo) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn")) as ex:
+            for i, m in zip(todo, ex.map(_run_job, [jobs[i] for i in todo])): res[i] = m
+    for i, job in enumerate(jobs):
+        if res[i] is None: res[i] = _run_job(job)
+    return res
+
+def _is_cached(cfg, out) -> bool:
+    m, c = Path(out) / "metrics.json", Path(out) / "config.json"
+    return m.exists() and c.exists() and _same_config(json.loads(c.read_text()), cfg)
+
+def history(out: str | Path) -> pd.DataFrame:
+    "The logged trajectory of a finished run (history.json) as a frame."
+    p = Path(out) / "history.json"
+    if not p.exists(): raise FileNotFoundError(f"no history.json in {out}: the run has not finished")
+    return pd.DataFrame(json.loads(p.read_text()))
+
+# %% ../nbs/09_experiments.ipynb #7b1b827e
+def protocol(*, steps: int, # unlearning steps (the main budget)
+             batch_size: int, # retain pairs per step
+             forget_batch: int, # forget pairs per step
+             warmup: int, # linear warmup steps
+             log_every: int, # steps between logged probe evaluations
+             probe_size: int, # retain-class val images of the probe
+             test_size: int, # test images of the before/after metrics (0: all)
+             device: str = "cpu") -> dict:
+    "TrainConfig overrides of every protocol run: constant lr after warmup (step k of a run = a k-step run), one thread."
+    return dict(steps=steps, batch_size=batch_size, forget_batch=forget_batch, warmup=warmup, min_lr_ratio=1.0,
+                log_every=log_every, probe_size=probe_size, test_size=test_size, threads=1, device=device, progress=False)
+
 # %% ../nbs/09_experiments.ipynb #c31d18c0
 def record(metrics: dict, **meta) -> dict:
     "Flatten a run's metrics into one row (accuracies in %), with identifying `meta` fields first."
+    from hac.evaluate import METRIC_KEYS
     row = dict(meta)
+    short = {"acc": "acc", "forget_acc": "forget", "retain_acc": "retain"}
     for when in ("before", "after"):
         m = metrics.get(when, {})
-        for k, name in (("acc", "acc"), ("forget_acc", "forget"), ("retain_acc", "retain")):
-            if k in m and m[k] is not None:
-                row[f"{name}_{when}"] = 100.0 * float(m[k])
-        if "image_radius" in m:
-            row[f"image_radius_{when}"] = float(m["image_radius"])
+        for k in METRIC_KEYS:
+            if m.get(k) is None: continue
+            pct = k.endswith("acc") or k == "forget_prob"   # fractions -> %, scores (AUC, margin, radius) as they are
+            row[f"{short.get(k, k)}_{when}"] = (100.0 if pct else 1.0) * float(m[k])
     row["train_time_s"] = metrics.get("train_time_s")
     return row
 

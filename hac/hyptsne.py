@@ -12,6 +12,8 @@ import math
 import numpy as np
 import torch
 from scipy.stats import spearmanr
+from openTSNE.affinity import PerplexityBasedNN
+from . import lorentz as L
 from .lorentz import pairwise_dist, dist0, log_map0, exp_map0
 
 # %% ../nbs/06a_hyptsne.ipynb #d1e83bc9
@@ -34,66 +36,30 @@ def joint_affinities(
     D,                 # (N, N) pairwise distances (any metric), tensor or array
     *,
     perplexity=30.0,   # effective number of neighbours; must be < (N - 1) / 3
-    n_steps=64,        # bisection steps on log(beta)
+    seed=0,            # openTSNE random_state (the exact search does not use it)
 ):
-    "Symmetric t-SNE input affinities P (N, N), float64, zero diagonal, summing to 1."
+    "Symmetric t-SNE input affinities P (N, N), dense float64, zero diagonal, summing to 1 (openTSNE)."
     D = _check_dist_matrix(D)
     N = D.shape[0]
     if not 1.0 <= perplexity < (N - 1) / 3:
         raise ValueError(f"perplexity={perplexity} must be in [1, (N-1)/3) = [1, {(N - 1) / 3:.1f}) "
                          f"for N={N} points: lower it or embed more points")
-    D2 = D**2
-    D2 = D2 / D2[D2 > 0].median().clamp_min(1e-300)  # scale-free bisection range
-    eye = torch.eye(N, dtype=torch.bool)
-    lo, hi = torch.full((N,), -30.0, dtype=D.dtype), torch.full((N,), 30.0, dtype=D.dtype)
-    target = math.log(perplexity)
-    for _ in range(n_steps):
-        mid = 0.5 * (lo + hi)
-        beta = mid.exp()[:, None]
-        logits = (-beta * D2).masked_fill(eye, -math.inf)
-        lse = torch.logsumexp(logits, 1)
-        p = (logits - lse[:, None]).exp()
-        H = lse + beta[:, 0] * (p * D2).sum(1)
-        too_flat = H > target  # entropy too high -> sharpen (larger beta)
-        lo, hi = torch.where(too_flat, mid, lo), torch.where(too_flat, hi, mid)
-    P = p + p.T
-    return P / P.sum()
+    aff = PerplexityBasedNN(D.numpy(), perplexity=perplexity, metric="precomputed", method="exact",
+                            random_state=seed, n_jobs=1)
+    return torch.as_tensor(aff.P.toarray(), dtype=torch.float64)
 
 # %% ../nbs/06a_hyptsne.ipynb #609fd384
-def poincare_pdist(
-    Y,          # (N, d) points in the Poincare ball, c|y|^2 < 1
-    Z=None,     # (M, d) points, default Y
-    *,
-    curv=1.0,   # curvature -curv of the ball
-):
-    "Pairwise geodesic distances (N, M) in the Poincare ball (asinh form, finite gradients)."
-    Z = Y if Z is None else Z
-    sc = math.sqrt(curv)
-    tiny = torch.finfo(Y.dtype).tiny ** 0.5
-    sq = ((Y[:, None, :] - Z[None, :, :]) ** 2).sum(-1).clamp_min(tiny)
-    ay = (1 - curv * (Y * Y).sum(-1)).clamp_min(torch.finfo(Y.dtype).eps)
-    az = (1 - curv * (Z * Z).sum(-1)).clamp_min(torch.finfo(Y.dtype).eps)
-    return 2 / sc * torch.asinh(sc * sq.sqrt() / (ay[:, None] * az[None, :]).sqrt())
+def poincare_pdist(Y, Z=None, *, curv=1.0):
+    "Pairwise geodesic distances (N, M) in the Poincare ball: `hac.lorentz.poincare_pairwise_dist`, unit disk by default."
+    return L.poincare_pairwise_dist(Y, Z, curv=curv)
 
-def poincare_dist0(
-    Y,          # (N, d) points in the Poincare ball
-    *,
-    curv=1.0,   # curvature -curv of the ball
-):
-    "Distance to the origin (N,) of points in the Poincare ball: 2 atanh(sqrt(c)|y|) / sqrt(c)."
-    sc = math.sqrt(curv)
-    lim = 1 - torch.finfo(Y.dtype).eps
-    return 2 / sc * torch.atanh((sc * Y.norm(dim=-1)).clamp(max=lim))
+def poincare_dist0(Y, *, curv=1.0):
+    "Distance to the origin (N,) of Poincare-ball points: `hac.lorentz.poincare_dist0`, unit disk by default."
+    return L.poincare_dist0(Y, curv=curv)
 
-def poincare_expmap0(
-    V,          # (N, d) tangent vectors at the origin
-    *,
-    curv=1.0,   # curvature -curv of the ball
-):
-    "Map tangent vectors at the origin into the Poincare ball, keeping r(y) = |v|."
-    sc = math.sqrt(curv)
-    n = V.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(V.dtype).tiny ** 0.5)
-    return torch.tanh(sc * n / 2) * V / (sc * n)
+def poincare_expmap0(V, *, curv=1.0):
+    "Tangent vectors at the origin into the ball, keeping r(y) = |v|: `hac.lorentz.poincare_exp_map0`, unit disk by default."
+    return L.poincare_exp_map0(V, curv=curv)
 
 # %% ../nbs/06a_hyptsne.ipynb #c9a6e7ff
 _BALL_MAX = 1 - 1e-10  # largest norm kept in the unit disk (float64): ~23 units from the origin
@@ -141,73 +107,83 @@ def _pca2(V):
     return out if out.shape[1] == 2 else torch.nn.functional.pad(out, (0, 2 - out.shape[1]))
 
 # %% ../nbs/06a_hyptsne.ipynb #f9d64386
-def embed_poincare(
-    D,                   # (N, N) input distances (hyperbolic geodesic distances for MERU)
-    *,
-    radii=None,          # (N,) input distances to the origin; required when norm_weight > 0
-    init=None,           # (N, 2) initial directions (tangent vectors at the origin); default MDS of D
-    perplexity=30.0,     # t-SNE perplexity
-    n_iter=500,          # total iterations
-    early_iter=100,      # iterations with early exaggeration
-    exaggeration=12.0,   # early exaggeration factor alpha
-    gamma=1.0,           # scale of the heavy-tailed output kernel (1 = Student-t)
-    norm_weight=0.0,     # lambda of the distance-to-origin term (0 = hyperbolic t-SNE)
-    radius_scale=1.0,    # s: target map radius = s * input radius
-    init_radius=0.1,     # with norm_weight == 0: largest initial map radius (hyperbolic units)
-    lr=0.05,             # RiemannianAdam learning rate (hyperbolic units per step)
-    seed=0,              # seed for the tie-breaking jitter of the initialization
-    return_history=False,  # also return the loss history (list of floats)
-):
-    "Neighbour embedding of a distance matrix into the Poincare disk (curvature -1): (N, 2) float64."
-    D = _check_dist_matrix(D)
+def _init_map(D, radii, init, *, norm_weight, radius_scale, init_radius, seed):
+    "Initial disk points (N, 2): principal directions, tangent norms from the input radii."
     N = D.shape[0]
-    if norm_weight > 0 and radii is None:
-        raise ValueError("norm_weight > 0 (CO-SNE) needs radii, the input distances to the origin")
-    if n_iter < 1 or early_iter < 0 or lr <= 0 or gamma <= 0:
-        raise ValueError("need n_iter >= 1, early_iter >= 0, lr > 0 and gamma > 0")
-    P = joint_affinities(D, perplexity=perplexity)
-    eye = torch.eye(N, dtype=torch.bool)
-    # initial directions, then radii
     V = _classical_mds(D) if init is None else torch.as_tensor(init).double()
     if V.shape != (N, 2):
         raise ValueError(f"init must have shape ({N}, 2), got {tuple(V.shape)}")
     gen = torch.Generator().manual_seed(seed)
     V = V + 1e-6 * V.abs().max().clamp_min(1.0) * torch.randn(N, 2, generator=gen, dtype=torch.float64)
     u = V / V.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    if radii is not None:
-        radii = torch.as_tensor(radii).double().reshape(-1)
-        if radii.shape[0] != N or not torch.isfinite(radii).all() or (radii < 0).any():
-            raise ValueError(f"radii must be {N} finite non-negative distances to the origin")
-    if norm_weight > 0:
-        r0 = radius_scale * radii
-    else:
-        r0 = V.norm(dim=1) / V.norm(dim=1).max().clamp_min(1e-12) * init_radius
-    Y = poincare_expmap0(u * r0[:, None])
-    m, v = torch.zeros_like(Y), torch.zeros(N, 1, dtype=Y.dtype)
-    b1, b2, adam_eps = 0.9, 0.999, 1e-8
-    target_r = None if norm_weight == 0 else radius_scale * radii
-    hist = []
+    rad = V.norm(dim=1) if radii is None else radii
+    r0 = radius_scale * radii if norm_weight > 0 else rad / rad.max().clamp_min(1e-12) * init_radius
+    return poincare_expmap0(u * r0[:, None])
+
+def _riemannian_tsne_step(Y, grad, upd, gains, *, lr, momentum):
+    "One openTSNE-style step (momentum, gains) along the Riemannian gradient; returns Y, upd, gains."
+    lam = _conformal(Y)
+    g = grad / lam**2
+    gains = torch.where(torch.sign(g) != torch.sign(upd), gains + 0.2, gains * 0.8).clamp_min(0.01)
+    upd = momentum * upd - lr * gains * g
+    Y_new = ball_expmap(Y, upd)
+    return Y_new, upd * lam / _conformal(Y_new), gains
+
+def _check_radii(radii, N):
+    if radii is None: return None
+    radii = torch.as_tensor(radii).double().reshape(-1)
+    if radii.shape[0] != N or not torch.isfinite(radii).all() or (radii < 0).any():
+        raise ValueError(f"radii must be {N} finite non-negative distances to the origin")
+    return radii
+
+# %% ../nbs/06a_hyptsne.ipynb #b7e21c4a
+def embed_poincare(
+    D,                   # (N, N) input distances (hyperbolic geodesic distances for MERU)
+    *,
+    radii=None,          # (N,) input distances to the origin; needed by norm_weight > 0 and anchor_origin
+    init=None,           # (N, 2) initial directions (tangent vectors at the origin); default MDS of D
+    perplexity=30.0,     # t-SNE perplexity
+    n_iter=750,          # total iterations
+    early_iter=250,      # iterations with early exaggeration (at most n_iter // 3)
+    exaggeration=12.0,   # early exaggeration factor alpha
+    gamma=0.1,           # scale of the heavy-tailed output kernel, hyperbolic units
+    norm_weight=0.0,     # lambda of the distance-to-origin term (0 = hyperbolic t-SNE)
+    radius_scale=1.0,    # s: target map radius = s * input radius
+    anchor_origin=False, # embed the input origin as a point fixed at the disk's centre
+    init_radius=1.0,     # with norm_weight == 0: largest initial map radius (hyperbolic units)
+    lr="auto",           # step size; "auto" = max(N / 12, 50) * gamma**2
+    seed=0,              # seed for the tie-breaking jitter of the initialization
+    return_history=False,  # also return the loss history (list of floats)
+):
+    "Neighbour embedding of a distance matrix into the Poincare disk (curvature -1): (N, 2) float64."
+    D = _check_dist_matrix(D)
+    N = D.shape[0]
+    radii = _check_radii(radii, N)
+    if (norm_weight > 0 or anchor_origin) and radii is None:
+        raise ValueError("norm_weight > 0 (CO-SNE) and anchor_origin need radii, the input distances to the origin")
+    lr = max(N / 12, 50) * gamma**2 if lr == "auto" else lr
+    early_iter = min(early_iter, n_iter // 3)  # keep 2/3 of the iterations for the unexaggerated phase
+    if n_iter < 1 or early_iter < 0 or lr <= 0 or gamma <= 0:
+        raise ValueError("need n_iter >= 1, early_iter >= 0, lr > 0 and gamma > 0")
+    Y = _init_map(D, radii, init, norm_weight=norm_weight, radius_scale=radius_scale, init_radius=init_radius, seed=seed)
+    if anchor_origin:  # d(O, x_i) = r_i: the origin joins the input and sits at y = 0
+        D = torch.cat([torch.cat([D, radii[:, None]], 1), torch.cat([radii, radii.new_zeros(1)])[None]])
+        Y = torch.cat([Y, Y.new_zeros(1, 2)])
+    P = joint_affinities(D, perplexity=perplexity, seed=seed)
+    eye, upd, gains, hist = torch.eye(len(D), dtype=torch.bool), torch.zeros_like(Y), torch.ones_like(Y), []
     for it in range(n_iter):
-        alpha = exaggeration if it < early_iter else 1.0
+        alpha, mom = (exaggeration, 0.5) if it < early_iter else (1.0, 0.8)
         Y.requires_grad_(True)
-        dY = poincare_pdist(Y)
-        w = (1 + (dY / gamma) ** 2).reciprocal().masked_fill(eye, 0.0)
+        w = (1 + (poincare_pdist(Y) / gamma) ** 2).reciprocal().masked_fill(eye, 0.0)
         loss = -alpha * (P * w.clamp_min(1e-300).log()).sum() + w.sum().log()
-        if target_r is not None:
-            loss = loss + norm_weight * ((poincare_dist0(Y) - target_r) ** 2).mean()
+        if norm_weight > 0:
+            loss = loss + norm_weight * ((poincare_dist0(Y[:N]) - radius_scale * radii) ** 2).sum()
         (grad,) = torch.autograd.grad(loss, Y)
+        if anchor_origin: grad[N] = 0.0
         with torch.no_grad():
-            Y = Y.detach()
-            lam = _conformal(Y)
-            g = grad / lam**2
-            m = b1 * m + (1 - b1) * g
-            v = b2 * v + (1 - b2) * lam**2 * (g * g).sum(-1, keepdim=True)
-            mh, vh = m / (1 - b1 ** (it + 1)), v / (1 - b2 ** (it + 1))
-            Y_new = ball_expmap(Y, -lr * mh / (vh.sqrt() + adam_eps))
-            m = m * lam / _conformal(Y_new)
-            Y = Y_new
+            Y, upd, gains = _riemannian_tsne_step(Y.detach(), grad, upd, gains, lr=lr, momentum=mom)
         if return_history: hist.append(loss.item())
-    Y = Y.detach().clone()
+    Y = Y[:N].detach().clone()
     if not torch.isfinite(Y).all():
         raise RuntimeError("embedding diverged (non-finite coordinates): lower lr")
     return (Y, hist) if return_history else Y
@@ -232,27 +208,27 @@ def hyperbolic_tsne(
     *,
     curv,               # curvature -curv of the input hyperboloid
     perplexity=30.0,    # t-SNE perplexity
-    n_iter=500,         # iterations
-    **kwargs,           # passed to `embed_poincare`
+    n_iter=750,         # iterations
+    anchor_origin=True, # MERU's origin is a map point fixed at the centre
+    **kwargs,           # passed to `embed_poincare` (gamma, early_iter, lr, seed, ...)
 ):
-    "Hyperbolic t-SNE: geodesic input affinities, Student-t map in the Poincare disk, (N, 2)."
+    "Hyperbolic t-SNE: geodesic input affinities, heavy-tailed map kernel in the Poincare disk, (N, 2)."
     D, r, V = _lorentz_inputs(x, curv)
-    return embed_poincare(D, radii=r, init=V, perplexity=perplexity, n_iter=n_iter, **kwargs)
+    return embed_poincare(D, radii=r, init=V, perplexity=perplexity, n_iter=n_iter, anchor_origin=anchor_origin, **kwargs)
 
 def cosne(
     x,                  # (N, D) Lorentz space components
     *,
     curv,               # curvature -curv of the input hyperboloid
     perplexity=30.0,    # t-SNE perplexity
-    n_iter=500,         # iterations
-    gamma=0.5,          # scale of the Cauchy output kernel
-    norm_weight=1.0,    # weight of the distance-to-origin term
+    n_iter=750,         # iterations
+    norm_weight=0.1,    # lambda of the distance-to-origin term (summed over points)
     radius_scale=1.0,   # map radius = radius_scale * input distance to the origin
     **kwargs,           # passed to `embed_poincare`
 ):
-    "CO-SNE: hyperbolic t-SNE with a Cauchy kernel and distance-to-origin preservation, (N, 2)."
+    "CO-SNE: hyperbolic t-SNE plus distance-to-origin preservation, (N, 2)."
     D, r, V = _lorentz_inputs(x, curv)
-    return embed_poincare(D, radii=r, init=V, perplexity=perplexity, n_iter=n_iter, gamma=gamma,
+    return embed_poincare(D, radii=r, init=V, perplexity=perplexity, n_iter=n_iter,
                           norm_weight=norm_weight, radius_scale=radius_scale, **kwargs)
 
 # %% ../nbs/06a_hyptsne.ipynb #c07baffc
@@ -290,58 +266,46 @@ def tangent_features(
 # %% ../nbs/06a_hyptsne.ipynb #a84bfcfd
 def _knn_idx(D, k):
     D = torch.as_tensor(D).double().clone()
+    if not 1 <= k < len(D):
+        raise ValueError(f"k={k} neighbours needs more than k points (got {len(D)})")
     D.fill_diagonal_(math.inf)
     return D.topk(k, dim=1, largest=False).indices
 
-def knn_preservation(
-    D_high,     # (N, N) input distances
-    D_low,      # (N, N) map distances
-    *,
-    k=10,       # neighbourhood size
-):
-    "Mean fraction of the k nearest input neighbours kept among the k nearest map neighbours."
+def knn_preservation(D_high, D_low, *, k=10):
+    "Mean fraction of the k nearest input neighbours (D_high (N, N)) kept among the k nearest map ones (D_low)."
     a, b = _knn_idx(D_high, k), _knn_idx(D_low, k)
-    hits = (a[:, :, None] == b[:, None, :]).any(-1).double()
-    return hits.mean().item()
+    return (a[:, :, None] == b[:, None, :]).any(-1).double().mean().item()
 
-def knn_label_accuracy(
-    D_low,      # (N, N) map distances
-    labels,     # (N,) integer cluster labels
-    *,
-    k=10,       # neighbours that vote
-):
-    "Leave-one-out kNN classification accuracy of the labels in the map (majority vote)."
+def knn_label_accuracy(D_low, labels, *, k=10):
+    "Leave-one-out kNN (majority vote) accuracy of the (N,) integer labels in a map with distances D_low (N, N)."
     labels = torch.as_tensor(labels).long()
-    nn = labels[_knn_idx(D_low, k)]
-    votes = torch.nn.functional.one_hot(nn, int(labels.max()) + 1).sum(1)
+    votes = torch.nn.functional.one_hot(labels[_knn_idx(D_low, k)], int(labels.max()) + 1).sum(1)
     return (votes.argmax(1) == labels).double().mean().item()
 
-def radius_rank_correlation(
-    r_high,     # (N,) input distances to the origin
-    r_low,      # (N,) map distances to the origin
-):
-    "Spearman rank correlation between input and map distances to the origin."
-    rho = spearmanr(np.asarray(torch.as_tensor(r_high).double()), np.asarray(torch.as_tensor(r_low).double())).statistic
-    return float(rho)
+def radius_rank_correlation(r_high, r_low):
+    "Spearman rank correlation between input (N,) and map (N,) distances to the origin."
+    return float(spearmanr(np.asarray(torch.as_tensor(r_high).double()), np.asarray(torch.as_tensor(r_low).double())).statistic)
 
 def map_quality(
-    D_high,     # (N, N) input distances
-    r_high,     # (N,) input distances to the origin
-    Y,          # (N, 2) map coordinates
-    labels,     # (N,) cluster labels
+    x,              # (N, D) Lorentz space components of the input points
+    Y,              # (N, 2) map coordinates
     *,
-    hyperbolic, # True: Y is in the Poincare disk (curvature -1); False: Euclidean map
-    k=10,       # neighbourhood size
+    curv,           # curvature -curv of the input hyperboloid
+    k=10,           # neighbourhood size
+    disk=True,      # True: Y lies in the Poincare disk (curvature -1); False: a flat (Euclidean) map
+    labels=None,    # (N,) integer labels: adds knn_label_accuracy
 ):
-    "Dict with knn_preservation, knn_label_accuracy and radius_spearman of a map."
+    "Dict knn_preservation, radius_spearman (and knn_label_accuracy) of a 2-D map of Lorentz points."
+    D_high, r_high, _ = _lorentz_inputs(x, curv)
     Y = torch.as_tensor(Y).double()
-    if hyperbolic:
-        D_low, r_low = poincare_pdist(Y), poincare_dist0(Y)
-    else:
-        D_low, r_low = torch.cdist(Y, Y), (Y - Y.mean(0)).norm(dim=1)
-    return dict(knn_preservation=knn_preservation(D_high, D_low, k=k),
-                knn_label_accuracy=knn_label_accuracy(D_low, labels, k=k),
-                radius_spearman=radius_rank_correlation(r_high, r_low))
+    if Y.shape != (len(D_high), 2):
+        raise ValueError(f"Y must be ({len(D_high)}, 2) map coordinates of the {len(D_high)} points, got {tuple(Y.shape)}")
+    if disk and not (Y.norm(dim=1) < 1).all():
+        raise ValueError("disk=True but some map points lie outside the unit disk: pass disk=False for a flat map")
+    D_low, r_low = (poincare_pdist(Y), poincare_dist0(Y)) if disk else (torch.cdist(Y, Y), (Y - Y.mean(0)).norm(dim=1))
+    out = dict(knn_preservation=knn_preservation(D_high, D_low, k=k), radius_spearman=radius_rank_correlation(r_high, r_low))
+    if labels is not None: out["knn_label_accuracy"] = knn_label_accuracy(D_low, labels, k=k)
+    return out
 
 # %% ../nbs/06a_hyptsne.ipynb #3d596cc5
 def synthetic_hyperbolic_clusters(

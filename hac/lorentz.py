@@ -11,7 +11,7 @@ from torch import Tensor
 # %% auto #0
 __all__ = ['MAX_SINH_ARG', 'time_component', 'pairwise_inner', 'rowwise_inner', 'exp_map0', 'log_map0', 'dist0', 'rowwise_dist',
            'pairwise_dist', 'half_aperture', 'oxy_angle', 'entailment_loss', 'to_poincare', 'from_poincare',
-           'poincare_dist']
+           'poincare_dist', 'poincare_pairwise_dist', 'poincare_dist0', 'poincare_exp_map0']
 
 # %% ../nbs/00_lorentz.ipynb #6e16ba93
 def _tiny(dtype: torch.dtype) -> float:
@@ -266,6 +266,10 @@ def from_poincare(
         raise ValueError("from_poincare: points must lie strictly inside the ball |p| < 1/sqrt(curv)")
     return 2 * p / gap[:, None]
 
+def _gap(p: Tensor, c: Tensor) -> Tensor:
+    "Conformal gap 1 - c|p|^2, clamped: a point on the boundary (rounding) is infinitely far, not NaN."
+    return (1 - c * _sqnorm(p)).clamp_min(_tiny(p.dtype))
+
 def poincare_dist(
     p: Tensor,  # points in the ball, (B, D)
     q: Tensor,  # points in the ball, (B, D)
@@ -274,7 +278,35 @@ def poincare_dist(
     "Geodesic distance in the Poincare ball (row-wise)."
     p, q = _float(p), _float(q)
     c = _curv(curv, p)
-    tiny = _tiny(p.dtype)
-    # clamp the conformal gaps: points on the boundary (rounding) are infinitely far, not NaN
-    gp, gq = (1 - c * _sqnorm(p)).clamp_min(tiny), (1 - c * _sqnorm(q)).clamp_min(tiny)
-    return 2 * torch.asinh(c.sqrt() * _norm(p - q) / (gp * gq).sqrt()) / c.sqrt()
+    return 2 * torch.asinh(c.sqrt() * _norm(p - q) / (_gap(p, c) * _gap(q, c)).sqrt()) / c.sqrt()
+
+# %% ../nbs/00_lorentz.ipynb #8ae0d1d8
+def poincare_pairwise_dist(
+    p: Tensor,  # points in the ball, (B, D)
+    q: Tensor | None = None,  # points in the ball, (N, D); default `p`
+    *, curv: float | Tensor,  # curvature is -curv
+) -> Tensor:  # geodesic distances, (B, N)
+    "Geodesic distance of every row of `p` to every row of `q` in the Poincare ball."
+    p = _float(p); q = p if q is None else _float(q)
+    c = _curv(curv, p)
+    gaps = _gap(p, c)[:, None] * _gap(q, c)[None, :]
+    return 2 * torch.asinh(c.sqrt() * _norm(p[:, None, :] - q[None, :, :]) / gaps.sqrt()) / c.sqrt()
+
+def poincare_dist0(
+    p: Tensor,  # points in the ball, (B, D)
+    *, curv: float | Tensor,  # curvature is -curv
+) -> Tensor:  # distance to the origin, (B,)
+    "Distance to the origin 2 atanh(sqrt(c)|p|)/sqrt(c) of Poincare-ball points (equals `dist0` on the hyperboloid)."
+    p = _float(p)
+    c = _curv(curv, p)
+    return 2 * torch.asinh(c.sqrt() * _norm(p) / _gap(p, c).sqrt()) / c.sqrt()
+
+def poincare_exp_map0(
+    v: Tensor,  # tangent vectors at the origin, (B, D)
+    *, curv: float | Tensor,  # curvature is -curv
+) -> Tensor:  # points in the ball, (B, D)
+    "Exponential map at the origin of the Poincare ball: poincare_dist0 of the result is |v|."
+    v = _float(v)
+    sc = _curv(curv, v).sqrt()
+    n = sc * _norm(v, keepdim=True)
+    return torch.tanh(n / 2) / n * v

@@ -5,11 +5,6 @@
 # %% ../nbs/01_models.ipynb #7c1e7a2b
 from __future__ import annotations
 import math
-import os
-import tempfile
-import urllib.error
-import urllib.request
-import zipfile
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -17,17 +12,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from . import lorentz as L
+# defined in hac.data, importable from here as before (one definition each)
+from .data import IMAGENET_MEAN, IMAGENET_STD, MERU_IMAGENET_TEMPLATES, default_cache_dir, foolbox_images
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'LOG_MAX_LOGIT_SCALE', 'VIT_ARCHS', 'PRETRAINED', 'PRETRAINED_URLS',
-           'MERU_IMAGENET_TEMPLATES', 'ModelConfig', 'tiny_config', 'full_config', 'sincos_pos_embed_2d', 'build_vit',
-           'CLIPTokenizer', 'TextTransformer', 'minilm_path', 'MiniLMText', 'ContrastiveModel', 'CLIP', 'MERU',
-           'build_model', 'CheckpointMismatchError', 'save_checkpoint', 'infer_config', 'check_state_dict',
-           'load_checkpoint', 'default_cache_dir', 'from_pretrained', 'foolbox_images', 'OpenCLIP', 'from_open_clip']
+__all__ = ['LOG_MAX_LOGIT_SCALE', 'VIT_ARCHS', 'PRETRAINED', 'ModelConfig', 'tiny_config', 'full_config', 'sincos_pos_embed_2d',
+           'build_vit', 'CLIPTokenizer', 'TextTransformer', 'minilm_path', 'MiniLMText', 'check_images', 'check_texts',
+           'ContrastiveModel', 'CLIP', 'MERU', 'build_model', 'OpenCLIP', 'from_open_clip']
 
 # %% ../nbs/01_models.ipynb #eaa9cad6
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 LOG_MAX_LOGIT_SCALE = math.log(100.0)  # MERU clamps the logit scale at 100
 
 # Fixed hyperparameters of the ViTs MERU released (timm names; ViT-S is MoCo-v3's with 12 heads).
@@ -335,6 +328,47 @@ def _fp32(device: torch.device):
     "Context that disables autocast on `device` (geometry and similarities run in float32)."
     return torch.autocast(device_type=device.type, enabled=False)
 
+# %% ../nbs/01_models.ipynb #a20cca80
+def check_images(images: torch.Tensor, # (B, C, H, W) pixels in [0, 1]
+                 in_chans: int, # channels the model takes
+                 image_size: tuple[int, int], # (H, W) the model takes
+                 check_values: bool = True, # also check finiteness and the [0, 1] range (one pass over the batch)
+                ):
+    "Raise a `TypeError`/`ValueError` that names the fix unless `images` is a batch the model can take."
+    if not torch.is_tensor(images):
+        raise TypeError(f"images must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
+    if images.ndim == 3 and images.shape[0] == in_chans: hint = " (a single image: add a batch dim with images[None])"
+    else: hint = ""
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (B, C, H, W), got {tuple(images.shape)}{hint}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be float pixels in [0, 1], got dtype {images.dtype} (convert with images.float() / 255)")
+    b, c, h, w = images.shape
+    if c != in_chans:
+        fix = "average the channels: images.mean(1, keepdim=True)" if in_chans == 1 else \
+              "repeat the channel: images.expand(-1, 3, -1, -1)" if c == 1 else "convert the images"
+        raise ValueError(f"this model takes {in_chans}-channel images, got {c} channels: {fix}")
+    if (h, w) != image_size:
+        raise ValueError(f"this model takes {image_size[0]}x{image_size[1]} images, got {h}x{w}: "
+                         f"resize (and center-crop) them to {image_size[0]} px")
+    if b == 0: raise ValueError("empty image batch")
+    if check_values:
+        if not torch.isfinite(images).all(): raise ValueError("images contain NaN or inf values")
+        lo, hi = images.aminmax()
+        if lo < -0.5 or hi > 1.5:
+            raise ValueError(f"pixels must be in [0, 1] (normalization happens inside the model), got range "
+                             f"[{lo.item():.3g}, {hi.item():.3g}]: were they normalized already, or left in 0..255?")
+
+def check_texts(texts) -> list[str]:
+    "A non-empty list of strings (a single string becomes a list of one), or a clear error."
+    if isinstance(texts, str): texts = [texts]
+    texts = list(texts)
+    if not texts: raise ValueError("texts is empty: pass a non-empty list of strings")
+    bad = [t for t in texts if not isinstance(t, str)]
+    if bad: raise TypeError(f"texts must be strings, got {type(bad[0]).__name__}: {bad[0]!r}")
+    return texts
+
+# %% ../nbs/01_models.ipynb #3ad74009
 class ContrastiveModel(nn.Module):
     "Shared interface of `CLIP` and `MERU`: encode images/texts, lift, prototypes, similarities."
     geometry: str = ""
@@ -363,39 +397,8 @@ class ContrastiveModel(nn.Module):
     @property
     def device(self) -> torch.device: return self.pixel_mean.device
 
-    def _check_images(self, images):
-        if not torch.is_tensor(images):
-            raise TypeError(f"images must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
-        if images.ndim == 3 and images.shape[0] == self.in_chans: hint = " (a single image: add a batch dim with images[None])"
-        else: hint = ""
-        if images.ndim != 4:
-            raise ValueError(f"images must have shape (B, C, H, W), got {tuple(images.shape)}{hint}")
-        if not images.is_floating_point():
-            raise ValueError(f"images must be float pixels in [0, 1], got dtype {images.dtype} (convert with images.float() / 255)")
-        b, c, h, w = images.shape
-        if c != self.in_chans:
-            fix = "average the channels: images.mean(1, keepdim=True)" if self.in_chans == 1 else \
-                  "repeat the channel: images.expand(-1, 3, -1, -1)" if c == 1 else "convert the images"
-            raise ValueError(f"this model takes {self.in_chans}-channel images, got {c} channels: {fix}")
-        if (h, w) != self.image_size:
-            raise ValueError(f"this model takes {self.image_size[0]}x{self.image_size[1]} images, got {h}x{w}: "
-                             f"resize (and center-crop) them to {self.image_size[0]} px")
-        if b == 0: raise ValueError("empty image batch")
-        if self.check_inputs:
-            if not torch.isfinite(images).all(): raise ValueError("images contain NaN or inf values")
-            lo, hi = images.aminmax()
-            if lo < -0.5 or hi > 1.5:
-                raise ValueError(f"pixels must be in [0, 1] (normalization happens inside the model), got range "
-                                 f"[{lo.item():.3g}, {hi.item():.3g}]: were they normalized already, or left in 0..255?")
-
-    @staticmethod
-    def _check_texts(texts) -> list[str]:
-        if isinstance(texts, str): texts = [texts]
-        texts = list(texts)
-        if not texts: raise ValueError("texts is empty: pass a non-empty list of strings")
-        bad = [t for t in texts if not isinstance(t, str)]
-        if bad: raise TypeError(f"texts must be strings, got {type(bad[0]).__name__}: {bad[0]!r}")
-        return texts
+    def _check_images(self, images): check_images(images, self.in_chans, self.image_size, self.check_inputs)
+    _check_texts = staticmethod(check_texts)
 
     def encode_image(self, images: torch.Tensor, # (B, C, H, W) pixels in [0, 1]
                      project: bool = True, # False: raw projected features (before normalization / alpha + exp0)
@@ -503,6 +506,7 @@ class CLIP(ContrastiveModel):
             x, y = F.normalize(image_emb.float(), dim=-1), F.normalize(text_emb.float(), dim=-1)
             return self.logit_scale.float() * (x @ y.T)
 
+# %% ../nbs/01_models.ipynb #080d07fb
 class MERU(CLIP):
     "Hyperbolic MERU: embeddings exp0(alpha * raw) on the Lorentz hyperboloid of curvature -c; logits = -scale * d."
     geometry = "lorentz"
@@ -571,205 +575,6 @@ def build_model(cfg: ModelConfig | dict) -> CLIP | MERU:
         return MERU(visual, textual, cfg.embed_dim, curv_init=cfg.curv_init, learn_curv=cfg.learn_curv, **kw)
     return CLIP(visual, textual, cfg.embed_dim, **kw)
 
-# %% ../nbs/01_models.ipynb #c2f352a3
-class CheckpointMismatchError(ValueError):
-    "A state dict does not fit the architecture it was loaded into."
-
-def _atomic_torch_save(obj, path: Path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
-
-def save_checkpoint(model: ContrastiveModel, path: str | Path, **extra) -> Path:
-    "Write `{'model': state_dict, 'hac_config': ..., 'hac_version': ..., **extra}` atomically (MERU's layout)."
-    import hac
-    obj = {"model": model.state_dict(), "hac_version": getattr(hac, "__version__", "unknown"), **extra}
-    if getattr(model, "config", None) is not None: obj["hac_config"] = asdict(model.config)
-    if getattr(model, "open_clip_name", None): obj["open_clip"] = {"name": model.open_clip_name}
-    _atomic_torch_save(obj, Path(path))
-    return Path(path)
-
-def _read_checkpoint(path, map_location="cpu", weights_only=True):
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"checkpoint not found: {path}")
-    if not path.is_file(): raise FileNotFoundError(f"checkpoint path is not a file: {path}")
-    is_zip = zipfile.is_zipfile(path)   # torch.save writes a zip archive; a truncated one has no central directory
-    try:
-        return torch.load(path, map_location=map_location, weights_only=weights_only)
-    except Exception as e:
-        msg = f"{type(e).__name__}: {str(e)[:300]}"
-        if weights_only and is_zip and "weights only load failed" in str(e).lower():
-            raise ValueError(f"{path} contains objects other than tensors and plain data, so it was not unpickled "
-                             f"(weights_only=True). If you trust the file, pass weights_only=False. ({msg})") from e
-        raise ValueError(f"{path} is not a readable checkpoint (truncated or corrupt? re-save or re-download it): "
-                         f"{msg}") from e
-
-def _strip_prefix(sd: dict, prefix: str = "module.") -> dict:
-    if sd and all(k.startswith(prefix) for k in sd): return {k[len(prefix):]: v for k, v in sd.items()}
-    return sd
-
-_HEADS_BY_WIDTH = {384: 12, 768: 12, 1024: 16}   # MERU's released ViTs (ViT-S is MoCo-v3's 12-head variant)
-
-def infer_config(sd: dict) -> ModelConfig:
-    "Guess the `ModelConfig` of a state dict from its keys and shapes (MERU's names)."
-    def need(k):
-        if k not in sd:
-            raise CheckpointMismatchError(f"cannot infer the architecture: key {k!r} is missing (this does not look like a "
-                                          f"MERU/CLIP state dict; first keys: {list(sd)[:8]})")
-        return sd[k]
-    pw = need("visual.patch_embed.proj.weight")       # (width, in_chans, patch, patch)
-    width, in_chans, patch = pw.shape[0], pw.shape[1], pw.shape[2]
-    depth = len({k.split(".")[2] for k in sd if k.startswith("visual.blocks.")})
-    n_tok = need("visual.pos_embed").shape[1] - 1
-    side = math.isqrt(n_tok)
-    if side * side != n_tok: raise CheckpointMismatchError(f"visual.pos_embed has {n_tok} patch positions, not a square grid")
-    image_size = side * patch
-    vit = dict(patch_size=patch, vit_width=width, vit_depth=depth, vit_heads=_HEADS_BY_WIDTH.get(width, max(1, width // 32)),
-               image_size=image_size)
-    name = next((n for n, a in VIT_ARCHS.items() if a == vit), "vit")
-    embed_dim = need("visual_proj.weight").shape[0]
-    mean, std = [[round(v, 6) for v in need(k).flatten().tolist()] for k in ("pixel_mean", "pixel_std")]
-    cfg = dict(kind="meru" if ("curv" in sd or "log_curv" in sd) else "clip", image_encoder=name, in_chans=in_chans,
-               embed_dim=embed_dim, pixel_mean=tuple(mean), pixel_std=tuple(std), **vit)
-    if "textual.token_embed.weight" in sd:
-        vocab, tw = sd["textual.token_embed.weight"].shape
-        layers = len({k.split(".")[2] for k in sd if k.startswith("textual.resblocks.")})
-        cfg.update(text_encoder="transformer", text_width=tw, text_layers=layers, text_heads=max(1, tw // 64),
-                   vocab_size=vocab, context_length=need("textual.posit_embed").shape[0])
-    elif any(k.startswith("textual.encoder.") for k in sd):
-        trainable = 0
-        cfg.update(text_encoder="minilm", text_trainable_layers=trainable)
-    else:
-        raise CheckpointMismatchError(f"cannot infer the text tower: no textual.token_embed.weight (MERU transformer) "
-                                      f"nor textual.encoder.* (MiniLM) keys")
-    return ModelConfig(**cfg)
-
-def _describe(cfg: ModelConfig | None) -> str:
-    if cfg is None: return "(no config)"
-    txt = (f"transformer {cfg.text_layers}L/{cfg.text_width}W/{cfg.text_heads}H" if cfg.text_encoder == "transformer"
-           else "all-MiniLM-L6-v2")
-    return (f"{cfg.kind.upper()} with ViT {cfg.image_encoder} ({cfg.image_size}px, {cfg.in_chans} ch, patch {cfg.patch_size}, "
-            f"width {cfg.vit_width}, depth {cfg.vit_depth}), text {txt}, embed_dim {cfg.embed_dim}")
-
-def check_state_dict(model: nn.Module, sd: dict, max_list: int = 20):
-    "Raise `CheckpointMismatchError` unless `sd` has exactly the keys and shapes of `model.state_dict()`."
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in sd and torch.is_tensor(sd[k]) and sd[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        def lst(name, xs):
-            if not xs: return ""
-            more = f"\n    ... and {len(xs) - max_list} more" if len(xs) > max_list else ""
-            return f"\n  {name} ({len(xs)}):\n    " + "\n    ".join(xs[:max_list]) + more
-        raise CheckpointMismatchError(
-            f"checkpoint does not match the expected architecture: {_describe(getattr(model, 'config', None))}"
-            + lst("missing keys", missing) + lst("unexpected keys", unexpected) + lst("shape mismatches", shapes)
-            + "\n  (pass config=ModelConfig(...) to load_checkpoint if the inferred architecture is wrong)")
-
-def load_checkpoint(path: str | Path, # a .pth written by MERU's trainer, `save_checkpoint`, or torch.save(state_dict)
-                    map_location="cpu",
-                    config: ModelConfig | dict | None = None, # architecture; default: from the file or inferred
-                    weights_only: bool = True, # False only for trusted files with non-tensor objects
-                   ) -> ContrastiveModel:
-    "Load a MERU/CLIP checkpoint (released format or bare state dict) into a new model, strictly."
-    ckpt = _read_checkpoint(path, map_location, weights_only)
-    if not isinstance(ckpt, dict) or not ckpt:
-        raise ValueError(f"{path}: expected a dict (a state dict, or a checkpoint with the state dict under 'model'), "
-                         f"got {type(ckpt).__name__}")
-    sd = ckpt.get("model", ckpt.get("state_dict", ckpt))
-    if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
-        raise ValueError(f"{path}: no state dict found (top-level keys: {list(ckpt)[:10]})")
-    sd = _strip_prefix(dict(sd))
-    if config is None and isinstance(ckpt.get("open_clip"), dict):
-        model = from_open_clip(ckpt["open_clip"]["name"])
-    else:
-        if isinstance(config, dict): config = ModelConfig.from_dict(config)
-        if config is None and isinstance(ckpt.get("hac_config"), dict): config = ModelConfig.from_dict(ckpt["hac_config"])
-        if config is None: config = infer_config(sd)
-        if config.text_encoder == "transformer":
-            # every tensor comes from the file: build on the meta device (no random init, no allocation), then assign
-            with torch.device("meta"): model = build_model(config)
-            check_state_dict(model, sd)
-            model.load_state_dict(sd, strict=True, assign=True)
-            if any(t.is_meta for t in [*model.parameters(), *model.buffers()]): model = build_model(config)
-            else: return model.to(map_location) if isinstance(map_location, (str, torch.device)) else model
-        else:
-            model = build_model(config)
-    check_state_dict(model, sd)
-    model.load_state_dict(sd, strict=True)
-    return model.to(map_location) if isinstance(map_location, (str, torch.device)) else model
-
-# %% ../nbs/01_models.ipynb #ca4c642b
-PRETRAINED_URLS = {n: f"https://dl.fbaipublicfiles.com/meru/{n}.pth" for n in PRETRAINED}
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("HAC_CACHE", Path.home() / ".cache" / "hac"))
-
-def _download(url: str, dest: Path, timeout: float = 60.0):
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r, os.fdopen(fd, "wb") as f:
-            while chunk := r.read(1 << 20): f.write(chunk)
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
-
-def from_pretrained(name: str, # one of PRETRAINED, e.g. "meru_vit_s"
-                    cache_dir: str | Path | None = None, # where checkpoints are kept
-                    download: bool = True, # fetch the file when it is not in the cache
-                    url: str | None = None, # override the download URL (e.g. a mirror or file://)
-                    map_location="cpu") -> ContrastiveModel:
-    "A released MERU/CLIP model, from the cache or downloaded on request."
-    if name not in PRETRAINED_URLS: raise ValueError(f"unknown pretrained model {name!r}; choose one of {list(PRETRAINED_URLS)}")
-    dest = Path(cache_dir if cache_dir is not None else default_cache_dir()) / f"{name}.pth"
-    if not dest.exists():
-        url = url or PRETRAINED_URLS[name]
-        if not download:
-            raise FileNotFoundError(f"{dest} not found and download=False: download {url} and put it there")
-        try: _download(url, dest)
-        except (urllib.error.URLError, OSError, TimeoutError) as e:
-            raise ConnectionError(f"could not download {name} from {url} ({type(e).__name__}: {e}). This machine may be "
-                                  f"offline: download the file elsewhere and copy it to {dest}") from e
-    return load_checkpoint(dest, map_location=map_location)
-
-# %% ../nbs/01_models.ipynb #f233bee7
-# MERU's zero-shot ImageNet prompts (RedCaps style: "subreddit : caption").
-MERU_IMAGENET_TEMPLATES = ["i took a picture : itap of a {}.", "pics : a bad photo of the {}.", "pics : a origami {}.",
-                           "pics : a photo of the large {}.", "pics : a {} in a video game.", "pics : art of the {}.",
-                           "pics : a photo of the small {}."]
-
-def foolbox_images(kind: str = "imagenet", # "imagenet" (512 px colour photos) or "cifar10" (32 px)
-                   size: int | None = 224, # resize (bicubic, as MERU's evaluation) to size x size; None: keep
-                  ) -> tuple[torch.Tensor, torch.Tensor]: # (20, 3, size, size) pixels in [0, 1], (20,) labels
-    "The 20 real test photos shipped inside the `foolbox` package (a fixture for the full-size path)."
-    import importlib.util
-    import numpy as np
-    from PIL import Image
-    spec = importlib.util.find_spec("foolbox")
-    if spec is None: raise ImportError("foolbox_images needs the package foolbox (pip install --no-deps foolbox==3.3.4)")
-    files = sorted((Path(spec.origin).parent / "data").glob(f"{kind}_*_*.*"))
-    if not files: raise FileNotFoundError(f"no {kind} images in the foolbox package (choose 'imagenet' or 'cifar10')")
-    def read(f):
-        im = Image.open(f).convert("RGB")
-        if size is not None: im = im.resize((size, size), Image.BICUBIC)
-        return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    imgs = [read(f) for f in files]
-    labels = torch.tensor([int(f.stem.split("_")[-1]) for f in files])
-    return torch.stack(imgs), labels
-
 # %% ../nbs/01_models.ipynb #97669eaf
 class OpenCLIP(CLIP):
     "An open_clip model behind the `CLIP` interface (Euclidean)."
@@ -782,6 +587,7 @@ class OpenCLIP(CLIP):
         std = tuple(getattr(vis, "image_std", None) or _OPENAI_STD)
         ContrastiveModel.__init__(self, mean, std, size, 3)
         self.model, self.tokenizer, self.open_clip_name, self.config = model, tokenizer, name, None
+        self.open_clip_args = {"name": name, "pretrained": None, "kwargs": {}}
         self.embed_dim = getattr(model, "embed_dim", None) or getattr(vis, "output_dim", None)
 
     def image_features(self, images): return self.model.encode_image(images, normalize=False)
@@ -799,18 +605,45 @@ class OpenCLIP(CLIP):
 _OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
+# where the weights come from or where the model lives: not needed to rebuild the architecture (the weights are in the file)
+_OPEN_CLIP_RUNTIME_ARGS = frozenset({"device", "cache_dir", "load_weights", "pretrained_image", "pretrained_text",
+                                     "pretrained_image_path", "pretrained_text_path", "require_pretrained", "weights_only"})
+
+def _plain(v) -> bool:
+    if v is None or isinstance(v, (str, bool, int, float)): return True
+    if isinstance(v, (list, tuple)): return all(map(_plain, v))
+    return isinstance(v, dict) and all(isinstance(k, str) and _plain(x) for k, x in v.items())
+
 def from_open_clip(name: str, # an architecture of open_clip.list_models(), e.g. "ViT-B-32"
                    pretrained: str | None = None, # open_clip pretrained tag or local file; None: random init
                    **kwargs) -> OpenCLIP:
     "Build an open_clip model (offline unless `pretrained` needs a download) wrapped as a `CLIP`."
     import open_clip
+    kept = {k: v for k, v in kwargs.items() if k not in _OPEN_CLIP_RUNTIME_ARGS}
+    bad = [k for k, v in kept.items() if not _plain(v)]
+    if bad: raise ValueError(f"from_open_clip: {bad} are not plain data (str, number, bool, None, list, tuple, dict), "
+                             "so a checkpoint could not record them; pass plain values")
     if name not in open_clip.list_models():
         raise ValueError(f"unknown open_clip architecture {name!r}; see open_clip.list_models()")
     try:
         model = open_clip.create_model(name, pretrained=pretrained, **kwargs)
-        tokenizer = open_clip.get_tokenizer(name)
+        ctx = kwargs.get("force_context_length")
+        tokenizer = open_clip.get_tokenizer(name, **({"context_length": ctx} if ctx else {}))
     except Exception as e:
         raise RuntimeError(f"open_clip could not build {name!r} (pretrained={pretrained!r}): {type(e).__name__}: {e}. "
                            "Offline, pass pretrained=None or a local weights file, and make sure the model's "
                            "tokenizer is available locally.") from e
-    return OpenCLIP(model, tokenizer, name)
+    oc = OpenCLIP(model, tokenizer, name)
+    oc.open_clip_args = {"name": name, "pretrained": pretrained, "kwargs": kept}   # saved by save_checkpoint
+    return oc
+
+# %% ../nbs/01_models.ipynb #59c8bdb5
+_MOVED_TO_CHECKPOINTS = frozenset({"CheckpointMismatchError", "save_checkpoint", "infer_config", "check_state_dict",
+                                   "load_checkpoint", "PRETRAINED_URLS", "from_pretrained"})
+
+def __getattr__(name: str):
+    "Names that moved to `hac.checkpoints` stay importable from `hac.models` (resolved on first use: no import cycle)."
+    if name in _MOVED_TO_CHECKPOINTS:
+        from hac import checkpoints
+        return getattr(checkpoints, name)
+    raise AttributeError(f"module 'hac.models' has no attribute {name!r}")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,9 +20,9 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['PROFILES', 'repo_root', 'atomic_write_text', 'atomic_write_json', 'git_commit', 'params_hash', 'Experiment',
-           'load_manifest', 'profile_params', 'check_parameters', 'ReproduceError', 'run_dir_for', 'run_experiment',
-           'reproduce', 'add_parser']
+__all__ = ['PROFILES', 'repo_root', 'atomic_file', 'atomic_write_text', 'atomic_write_json', 'atomic_save', 'git_commit',
+           'params_hash', 'Experiment', 'load_manifest', 'profile_params', 'check_parameters', 'ReproduceError',
+           'run_dir_for', 'run_experiment', 'reproduce', 'add_parser']
 
 # %% ../nbs/08_reproduce.ipynb #2183ef94
 def repo_root() -> Path:
@@ -33,32 +34,51 @@ def repo_root() -> Path:
     raise FileNotFoundError(f"hac.reproduce: no repository root (settings.ini + nbs/) above {here}; "
                             "run from a checkout of the hac repository (git clone ...; make reproduce)")
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    "Write `text` to `path` atomically (temporary file in the same folder, then rename)."
+# %% ../nbs/08_reproduce.ipynb #31d1ebeb
+@contextmanager
+def atomic_file(path: str | os.PathLike, # final file name; its folder is created
+                mode: str = "w", # "w" (text) or "wb" (bytes)
+                suffix: str = ".tmp"): # suffix of the temporary name (".part" for downloads)
+    "Context manager yielding a file object that replaces `path` atomically when the block ends without error."
+    if mode not in ("w", "wb"): raise ValueError(f"atomic_file: mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    "Write `text` to `path` atomically (temporary file in the same folder, then rename)."
+    with atomic_file(path, "w") as f: f.write(text)
+    return Path(path)
 
 def atomic_write_json(path: str | os.PathLike, obj) -> Path:
     "Write `obj` as indented JSON, atomically."
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
-def git_commit(root: Path | None = None) -> str:
+def atomic_save(obj, path: str | os.PathLike) -> Path:
+    "`torch.save(obj)` to `path` atomically (checkpoints: a crash never leaves a truncated file under the final name)."
+    import torch
+    with atomic_file(path, "wb") as f: torch.save(obj, f)
+    return Path(path)
+
+# %% ../nbs/08_reproduce.ipynb #41f6db24
+def git_commit(root: str | os.PathLike | None = None, # a folder inside the checkout; default: the repository root
+              ) -> str: # "<40-hex sha>", "<sha>+dirty", or "unknown"
     "The current git commit of the checkout (with `+dirty` if it has changes), or 'unknown'."
-    root = root or repo_root()
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-        return (sha + ("+dirty" if dirty else "")) or "unknown"
+        root = Path(root) if root is not None else repo_root()
+        run = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, timeout=10)
+        r = run("rev-parse", "HEAD")
+        if r.returncode != 0 or not r.stdout.strip(): return "unknown"
+        dirty = run("status", "--porcelain").stdout.strip()
+        return r.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['dist_info', 'setup_distributed', 'gather_batch', 'shard', 'lr_factor', 'select_parameters', 'Task', 'step_generator',
-           'draw', 'zero_shot_eval', 'concept_radii', 'edges_ordered', 'hierarchy_levels', 'atomic_save', 'rng_state',
-           'set_rng_state', 'seed_everything', 'write_history', 'TrainingDiverged', 'make_objective', 'train']
+           'draw', 'heldout_templates', 'probe_indices', 'zero_shot_eval', 'concept_radii', 'edges_ordered',
+           'hierarchy_levels', 'rng_state', 'set_rng_state', 'seed_everything', 'write_history', 'TrainingDiverged',
+           'make_objective', 'train']
 
 # %% ../nbs/04_train.ipynb #7023dfdc
 import copy
@@ -27,9 +28,11 @@ from tqdm.auto import tqdm
 
 import hac
 from . import data as D
+from . import evaluate as EV
 from . import losses as LS
 from .config import TrainConfig, pretrain_config, unlearn_config, write_json
 from .lorentz import dist0
+from .reproduce import atomic_file, atomic_save, git_commit
 from .models import build_model, load_checkpoint, save_checkpoint, tiny_config
 
 # %% ../nbs/04_train.ipynb #260f6c31
@@ -131,6 +134,10 @@ class Task:
         self.retain_classes = [i for i in range(len(self.classes)) if i not in self.forget_classes]
         keep = torch.ones(len(self.concepts), dtype=torch.bool); keep[self.forget_concepts] = False
         self.retain_concepts = torch.nonzero(keep).flatten()
+        # nearest retained ancestor of each class (what HAC re-anchors a forgotten class to; -1 if none)
+        tx, gone = self.taxonomy, set(self.forget_concepts.tolist())
+        self.anchor = torch.tensor([next((tx.index(a) for a in tx.ancestors(k) if tx.index(a) not in gone), -1)
+                                    for k in self.classes])
         return self
 
     def caption(self, concept: int, template: int) -> str: return self.vocabulary[concept * self.n_templates + template]
@@ -193,6 +200,7 @@ def draw(task: Task, cfg: TrainConfig, step: int) -> dict:
         if len(task.forget_idx) == 0: raise ValueError("the forget pool is empty")
         idx_f = task.forget_idx[torch.randint(0, len(task.forget_idx), (cfg.forget_batch,), generator=g)]
         b["idx_f"], b["cls_f"] = idx_f, task.labels[idx_f]
+        b["anc_f"], b["leaf_f"] = task.anchor[b["cls_f"]], task.leaf[b["cls_f"]]
         fa = torch.zeros(len(task.concepts), dtype=torch.bool); fa[task.forget_concepts] = True
         b["con_f"], b["cap_f"] = task.draw_captions(b["cls_f"], g, cfg.leaf_share, fa)
         rc = torch.tensor(task.retain_classes)
@@ -203,27 +211,27 @@ def draw(task: Task, cfg: TrainConfig, step: int) -> dict:
     return b
 
 # %% ../nbs/04_train.ipynb #a617578d
+def heldout_templates() -> list[str]:
+    "Templates for held-out evaluation: CLIP's CIFAR prompts that are not Animal-MNIST training templates."
+    seen = set(D.templates("animal_mnist"))
+    return [t for t in D.templates("clip_cifar") if t not in seen]
+
+def probe_indices(labels: torch.Tensor, forget_classes, n_retain: int, seed: int) -> torch.Tensor:
+    "Sorted indices: every image of a forget class plus `n_retain` random images of the other classes."
+    fm = torch.zeros(int(labels.max()) + 1, dtype=torch.bool); fm[list(forget_classes)] = True
+    f, r = torch.nonzero(fm[labels]).flatten(), torch.nonzero(~fm[labels]).flatten()
+    r = r[torch.randperm(len(r), generator=torch.Generator().manual_seed(seed))[:n_retain]]
+    return torch.cat([f, r]).sort().values
+
 @torch.no_grad()
 def zero_shot_eval(model, images: torch.Tensor, labels: torch.Tensor, classes: list[str], templates: list[str],
-                   forget_classes=(), batch_size: int = 500) -> dict:
-    "Zero-shot top-1 accuracy (fractions): overall, forget classes, retain classes, per class (+ MERU image radius)."
-    was = model.training; model.eval()
-    protos = model.class_prototypes(list(classes), list(templates))
-    emb = torch.cat([model.encode_image(images[i:i + batch_size].to(model.device)).float()
-                     for i in range(0, len(images), batch_size)])
-    pred = model.similarity(emb, protos).argmax(1).cpu()
-    model.train(was)
-    correct = (pred == labels).float()
-    fm = torch.zeros(len(classes), dtype=torch.bool); fm[list(forget_classes)] = True
-    out = {"acc": correct.mean().item()}
-    if len(forget_classes):
-        f = fm[labels]
-        out["forget_acc"] = correct[f].mean().item() if f.any() else float("nan")
-        out["retain_acc"] = correct[~f].mean().item() if (~f).any() else float("nan")
-    if model.geometry == "lorentz":
-        out["image_radius"] = dist0(emb, curv=model.curv.detach().float()).mean().item()
+                   forget_classes=(), heldout=None, batch_size: int = 500) -> dict:
+    "`hac.evaluate.unlearning_scores` (fractions) plus per-class accuracy and the predictions."
+    out = EV.unlearning_scores(model, images, labels, list(classes), list(templates), forget=list(forget_classes),
+                               heldout=heldout, batch_size=batch_size)
+    out.pop("logits")
+    correct = (out["pred"] == labels).float()
     out["per_class"] = {k: correct[labels == i].mean().item() for i, k in enumerate(classes) if (labels == i).any()}
-    out["pred"] = pred
     return out
 
 @torch.no_grad()
@@ -246,16 +254,6 @@ def hierarchy_levels(model, task: Task) -> dict:
     return {int(l): r[lv == l].mean().item() for l in lv.unique()}
 
 # %% ../nbs/04_train.ipynb #6c861fb6
-def atomic_save(obj, path) -> Path:
-    "torch.save to a temporary file in the same folder, then os.replace."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"); os.close(fd)
-    try:
-        torch.save(obj, tmp); os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp): os.remove(tmp)
-    return path
-
 def rng_state() -> dict:
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
@@ -273,10 +271,8 @@ def write_history(out_dir, history: list[dict]):
     out_dir = Path(out_dir)
     write_json(out_dir / "history.json", history)
     keys = list(dict.fromkeys(k for row in history for k in row))
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".history.csv.", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
+    with atomic_file(out_dir / "history.csv", "w") as f:
         w = csv.DictWriter(f, fieldnames=keys); w.writeheader(); w.writerows(history)
-    os.replace(tmp, out_dir / "history.csv")
 
 class TrainingDiverged(RuntimeError):
     "The loss became NaN or infinite; the run stops and writes no result."
@@ -298,7 +294,7 @@ def make_objective(cfg: TrainConfig, geometry: str) -> nn.Module:
         return LS.AC(pre, alpha=cfg.alpha, beta=cfg.beta, retain=cfg.retain_weight)
     if not lor: raise ValueError("method 'hac' needs a MERU (Lorentz) model; use method 'ac' for CLIP")
     return LS.HAC(pre, alpha=cfg.alpha, beta=cfg.beta, retain=cfg.retain_weight,
-                  ent=cfg.ent, norm=cfg.norm, margin=cfg.margin)
+                  ent=cfg.ent, norm=cfg.norm, margin=cfg.margin, ent_mode=cfg.ent_mode, norm_mode=cfg.norm_mode)
 
 # %% ../nbs/04_train.ipynb #30a9778e
 def _log_scalars(model) -> dict:
@@ -316,7 +312,7 @@ def _build(cfg: TrainConfig, device):
         model = load_checkpoint(cfg.model_path)
     model.to(device)
     frozen = None
-    if cfg.method == "hac" and cfg.norm > 0:
+    if cfg.method == "hac":   # HAC's calibration and norm terms compare with the model before unlearning
         frozen = copy.deepcopy(model).eval().requires_grad_(False)
     return model, frozen
 
@@ -330,7 +326,9 @@ def train(cfg: TrainConfig) -> dict:
     task = Task(cfg.forget if cfg.method != "pretrain" else (), data_seed=cfg.data_seed)
     model, frozen = _build(cfg, device)
     seed_everything(cfg.seed + rank)
-    if hasattr(model.textual, "precompute"): model.textual.precompute(task.vocabulary)
+    heldout = EV.heldout_prompts(task.taxonomy, task.classes, heldout_templates()) if cfg.heldout else None
+    texts_all = list(task.vocabulary) + [p for ps in (heldout or []) for p in ps]
+    if hasattr(model.textual, "precompute"): model.textual.precompute(texts_all)
     if frozen is not None and hasattr(frozen.textual, "precompute"): frozen.textual.precompute(task.vocabulary)
     model.check_inputs = False
     groups = select_parameters(model, cfg.train_params, cfg.learn_curv, cfg.weight_decay)
@@ -343,7 +341,7 @@ def train(cfg: TrainConfig) -> dict:
         ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     # held-out probe (val split) and test split
     val = D.AnimalMNIST("val", seed=cfg.data_seed)
-    pidx = torch.randperm(len(val), generator=torch.Generator().manual_seed(cfg.data_seed))[:cfg.probe_size]
+    pidx = probe_indices(val.labels, task.forget_classes, cfg.probe_size, cfg.data_seed)
     probe_x, probe_y = D.prepare_images(val.images[pidx]), val.labels[pidx]
     test = D.AnimalMNIST("test", seed=cfg.data_seed)
     tidx = torch.randperm(len(test), generator=torch.Generator().manual_seed(cfg.data_seed))[:cfg.test_size or len(test)]
@@ -364,10 +362,10 @@ def train(cfg: TrainConfig) -> dict:
     if out and is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", {**cfg.to_dict(), "hac_version": hac.__version__, "world_size": world,
-                                         "git_commit": _git_commit()})
+                                         "git_commit": git_commit()})
     fc = task.forget_classes
     if start == 0 and is_main:
-        before = zero_shot_eval(model, test_x, test_y, task.classes, task.templates, fc)
+        before = zero_shot_eval(model, test_x, test_y, task.classes, task.templates, fc, heldout)
         metrics["before"] = {k: v for k, v in before.items() if k != "pred"}
         if model.geometry == "lorentz":
             metrics["before"]["hierarchy"] = hierarchy_levels(model, task)
@@ -376,8 +374,8 @@ def train(cfg: TrainConfig) -> dict:
     def log_row(step, parts):
         row = {"step": step, "lr": sched.get_last_lr()[0],
                **{k: float(v.detach()) for k, v in parts.items() if torch.is_tensor(v) and v.ndim == 0}, **_log_scalars(model)}
-        pr = zero_shot_eval(model, probe_x, probe_y, task.classes, task.templates, fc)
-        row.update({f"probe_{k}": v for k, v in pr.items() if k in ("acc", "forget_acc", "retain_acc", "image_radius")})
+        pr = zero_shot_eval(model, probe_x, probe_y, task.classes, task.templates, fc, heldout)
+        row.update({f"probe_{k}": v for k, v in pr.items() if k in EV.METRIC_KEYS})
         row.update({f"radius_level{l}": r for l, r in hierarchy_levels(model, task).items()})
         if model.geometry == "lorentz": row["edges_ordered"] = edges_ordered(model, task)
         row["time_s"] = time.time() - t0
@@ -387,6 +385,8 @@ def train(cfg: TrainConfig) -> dict:
 
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     t0 = time.time()
+    if start == 0 and is_main and cfg.unlearning:
+        log_row(0, {})   # the trajectory starts at the model before unlearning (step 0), on the same probe
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not (cfg.progress and is_main),
                desc=f"{cfg.method} {model.geometry}", leave=False)
     model.train()
@@ -411,11 +411,14 @@ def train(cfg: TrainConfig) -> dict:
             o = nr + nk
             batch.update(img_f=gather_batch(img[nr:nr + nf]), txt_f=gather_batch(txt[o:o + nf]),
                          txt_alt=gather_batch(txt[o + nf:o + 2 * nf]), cls_f=b["cls_f"].to(device),
-                         con_f=b["con_f"].to(device), con_alt=b["con_alt"].to(device))
-            if frozen is not None:
+                         con_f=b["con_f"].to(device), con_alt=b["con_alt"].to(device),
+                         anc_f=b["anc_f"].to(device), leaf_f=b["leaf_f"].to(device))
+            if frozen is not None:   # the same inputs under the model before unlearning
                 with torch.no_grad(), amp:
-                    e0 = frozen(imgs[0].to(device), list(b["cap_r"][sr]))
-                batch.update(img_r0=gather_batch(e0["image"].float()), txt_r0=gather_batch(e0["text"].float()),
+                    e0 = frozen(torch.cat(imgs).to(device), texts)
+                img0, txt0 = e0["image"].float(), e0["text"].float()
+                batch.update(img_r0=gather_batch(img0[:nr]), txt_r0=gather_batch(txt0[:nr]),
+                             concept_txt0=txt0[nr:nr + nk], img_f0=gather_batch(img0[nr:nr + nf]),
                              curv0=frozen.curv.detach())
         if cfg.method in ("pretrain", "retrain"):
             parts = objective(batch["img_r"], batch["txt_r"], scale=batch["scale"], curv=batch["curv"],
@@ -423,9 +426,9 @@ def train(cfg: TrainConfig) -> dict:
                               concept_txt=batch["concept_txt"][task.retain_concepts.to(device)] if cfg.method == "retrain" else batch["concept_txt"],
                               parent=_sub_parent(task) if cfg.method == "retrain" else batch["parent"])
         else:
-            if cfg.parent_weight and model.geometry == "lorentz":
-                batch["concept_txt"] = batch["concept_txt"][task.retain_concepts.to(device)]
-                batch["parent"] = _sub_parent(task).to(device)
+            # the retain loss's parent entailment runs over the retained concepts only; HAC's terms index all concepts
+            batch["concept_txt_r"] = batch["concept_txt"][task.retain_concepts.to(device)]
+            batch["parent_r"] = _sub_parent(task).to(device)
             parts = objective(batch)
         loss = parts["loss"]
         if not torch.isfinite(loss):
@@ -452,7 +455,7 @@ def train(cfg: TrainConfig) -> dict:
     bar.close()
     train_time = time.time() - t0
     if is_main:
-        after = zero_shot_eval(model, test_x, test_y, task.classes, task.templates, fc)
+        after = zero_shot_eval(model, test_x, test_y, task.classes, task.templates, fc, heldout)
         metrics["after"] = {k: v for k, v in after.items() if k != "pred"}
         if model.geometry == "lorentz":
             metrics["after"]["hierarchy"] = hierarchy_levels(model, task)
@@ -481,11 +484,3 @@ def _gather_rng(world: int):
     states = [None] * world
     dist.all_gather_object(states, s)
     return states
-
-def _git_commit() -> str | None:
-    try:
-        import subprocess
-        r = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                           cwd=Path(__file__).resolve().parent)
-        return r.stdout.strip() or None
-    except Exception: return None

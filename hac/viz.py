@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['CLASS_NAMES', 'CLASS_COLORS', 'MARKERS', 'COLUMN_WIDTH', 'TEXT_WIDTH', 'METHOD_COLORS', 'PAPER_RC', 'class_color',
            'method_color', 'paper_figure', 'save_figure', 'plot_embedding', 'add_class_legend', 'joint_embedding',
-           'plot_embedding_panels', 'plot_confusion', 'plot_confusion_grid', 'plot_radius_hist', 'plot_tradeoff']
+           'plot_embedding_panels', 'plot_confusion', 'plot_confusion_grid', 'plot_hierarchy', 'hierarchy_figure',
+           'edge_radii_figure', 'plot_radius_hist', 'plot_tradeoff', 'plot_frontier']
 
 # %% ../nbs/06_viz.ipynb #ecf88045
 import hashlib
@@ -18,6 +19,7 @@ import torch
 import matplotlib
 import matplotlib.pyplot as plt
 from matplotlib.lines import Line2D
+from matplotlib.collections import LineCollection
 import seaborn as sns
 from .data import ANIMAL_MNIST_CLASSES
 from .hyptsne import tsne, tangent_features, hyperbolic_tsne, cosne
@@ -208,52 +210,156 @@ def plot_embedding_panels(
     return fig
 
 # %% ../nbs/06_viz.ipynb #74942c00
+def _forget_idx(forget, class_names):
+    "Forget classes (names or indices) as a sorted list of indices into class_names."
+    out = set()
+    for f in forget or ():
+        i = class_names.index(f) if isinstance(f, str) and f in class_names else f
+        if not isinstance(i, (int, np.integer)) or not 0 <= i < len(class_names):
+            raise ValueError(f"forget class {f!r} is not one of the {len(class_names)} class names or indices")
+        out.add(int(i))
+    return sorted(out)
+
 def plot_confusion(
     ax,                 # matplotlib axes
     cm,                 # (C, C) confusion counts (rows true, columns predicted)
     class_names,        # C names
     *,
-    forget=(),          # forget class indices, highlighted in red
-    normalize=True,     # row-normalize to percentages
+    forget=(),          # this panel's forget classes (names or indices): rows moved to the top, red labels
     annot=None,         # write the numbers (default: when C <= 10)
     title=None,         # panel title
     cbar=False,         # draw a colour bar
 ):
-    "Heatmap of a confusion matrix; returns ax."
+    "Row-normalized (%) heatmap, forget rows first and set apart, colour scale fixed to 0-100; returns ax."
+    class_names = list(class_names)
     cm = np.asarray(torch.as_tensor(cm).double())
     C = len(class_names)
     if cm.shape != (C, C):
         raise ValueError(f"cm has shape {cm.shape}, expected ({C}, {C}) for {C} class names")
-    if normalize:
-        cm = 100 * cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fi = _forget_idx(forget, class_names)
+    order = fi + [i for i in range(C) if i not in fi]
+    cm = 100 * cm / np.maximum(cm.sum(1, keepdims=True), 1)
     annot = C <= 10 if annot is None else annot
-    sns.heatmap(cm, ax=ax, cmap="Blues", vmin=0, vmax=100 if normalize else None, square=True, cbar=cbar,
-                annot=annot, fmt=".0f", annot_kws={"fontsize": 5}, xticklabels=class_names,
-                yticklabels=class_names, linewidths=0.0)
+    sns.heatmap(cm[order][:, order], ax=ax, cmap="Blues", vmin=0, vmax=100, square=True, cbar=cbar,
+                annot=annot, fmt=".0f", annot_kws={"fontsize": 5}, xticklabels=[class_names[i] for i in order],
+                yticklabels=[class_names[i] for i in order], linewidths=0.0)
+    if fi and len(fi) < C: ax.axhline(len(fi), color="white", lw=2.5)
     for lab in ax.get_xticklabels() + ax.get_yticklabels():
-        if class_names.index(lab.get_text()) in set(forget): lab.set_color("#d62728")
+        if class_names.index(lab.get_text()) in fi: lab.set_color("#d62728"); lab.set_fontweight("bold")
     ax.tick_params(length=0)
     ax.set_xlabel("predicted"); ax.set_ylabel("true")
     if title: ax.set_title(title)
     return ax
 
+# %% ../nbs/06_viz.ipynb #5e0b2d17
 def plot_confusion_grid(
     cms,                # dict title -> (C, C) confusion counts
     class_names,        # C names
     *,
-    forget=(),          # forget class indices
+    forget=None,        # dict title -> that panel's forget classes, or one list used for every panel
     ncols=None,         # panels per row (default all in one row)
     width=TEXT_WIDTH,   # inches
 ):
-    "Several confusion heatmaps with a shared colour scale; returns fig."
+    "Confusion heatmaps, each with its own forget rows marked, one shared 0-100 % colour bar; returns fig."
     n = len(cms)
+    if n == 0: raise ValueError("cms is empty: pass a dict title -> confusion matrix")
+    if isinstance(forget, dict) and set(forget) - set(cms):
+        raise ValueError(f"forget names panels {sorted(set(forget) - set(cms))} that cms does not have")
     ncols = ncols or n
     nrows = -(-n // ncols)
     fig, axes = paper_figure(nrows, ncols, width=width, aspect=1.0)
     axes = np.atleast_1d(axes).ravel()
     for ax, (t, cm) in zip(axes, cms.items()):
-        plot_confusion(ax, cm, list(class_names), forget=forget, title=t)
+        f = forget.get(t, ()) if isinstance(forget, dict) else (forget or ())
+        plot_confusion(ax, cm, list(class_names), forget=f, title=t)
     for ax in axes[n:]: ax.axis("off")
+    fig.colorbar(axes[0].collections[0], ax=list(axes[:n]), shrink=0.6, label="% of true class")
+    return fig
+
+# %% ../nbs/06_viz.ipynb #8c1f4a91
+def _check_tree(names, parents):
+    parents = [int(p) for p in np.asarray(parents).reshape(-1)]
+    if len(parents) != len(names):
+        raise ValueError(f"parents has {len(parents)} entries for {len(names)} names: give one parent index per concept")
+    bad = [(n, p) for n, p in zip(names, parents) if not -1 <= p < len(names)]
+    if bad: raise ValueError(f"parent indices must be -1 (root) or a concept index; got {bad[:3]}")
+    return [(c, p) for c, p in enumerate(parents) if p >= 0]
+
+def plot_hierarchy(
+    ax,                 # matplotlib axes
+    Y_texts,            # (K, 2) Poincare-disk coordinates of the K concept texts
+    names,              # K concept names
+    parents,            # (K,) index of each concept's parent, -1 for the root
+    *,
+    Y_images=None,      # (N, 2) image coordinates (faint points), optional
+    image_labels=None,  # (N,) class name of each image (colours)
+    title=None,         # panel title
+    fontsize=5,         # concept label size
+):
+    "Taxonomy drawn in the disk: edges as child-parent segments, texts as labelled triangles; returns ax."
+    names = [str(n) for n in names]
+    Yt = np.asarray(torch.as_tensor(Y_texts).double())
+    if Yt.shape != (len(names), 2):
+        raise ValueError(f"Y_texts must be ({len(names)}, 2) for {len(names)} names, got {Yt.shape}")
+    edges = _check_tree(names, parents)
+    if Y_images is not None:
+        Yi = np.asarray(torch.as_tensor(Y_images).double())
+        cols = [class_color(l) for l in image_labels] if image_labels is not None else "0.6"
+        ax.scatter(Yi[:, 0], Yi[:, 1], c=cols, s=3, alpha=0.25, lw=0, marker=MARKERS["image"], zorder=1)
+    ax.add_collection(LineCollection([[Yt[p], Yt[c]] for c, p in edges], colors="0.25", lw=0.7, zorder=2))
+    ax.scatter(Yt[:, 0], Yt[:, 1], c=[class_color(n) for n in names], marker=MARKERS["text"], s=22,
+               edgecolors="k", linewidths=0.5, zorder=3)
+    for (x, y), n in zip(Yt, names):
+        ax.annotate(n, (x, y), xytext=(2, 2), textcoords="offset points", fontsize=fontsize, zorder=4)
+    ax.add_patch(plt.Circle((0, 0), 1.0, fill=False, lw=0.8, color="0.3"))
+    ax.set_xlim(-1.03, 1.03); ax.set_ylim(-1.03, 1.03); ax.set_aspect("equal")
+    ax.set_xticks([]); ax.set_yticks([])
+    for sp in ax.spines.values(): sp.set_visible(False)
+    if title: ax.set_title(title)
+    return ax
+
+def hierarchy_figure(
+    panels,             # list of dicts: Y_texts, title, optional Y_images and image_labels
+    names,              # K concept names
+    parents,            # (K,) parent index per concept, -1 for the root
+    *,
+    width=TEXT_WIDTH,   # inches (COLUMN_WIDTH for one panel)
+):
+    "One row of `plot_hierarchy` panels (e.g. before / after unlearning); returns fig."
+    fig, axes = paper_figure(1, len(panels), width=width, aspect=1.0)
+    for ax, p in zip(np.atleast_1d(axes).ravel(), panels):
+        plot_hierarchy(ax, p["Y_texts"], names, parents, Y_images=p.get("Y_images"),
+                       image_labels=p.get("image_labels"), title=p.get("title"))
+    return fig
+
+# %% ../nbs/06_viz.ipynb #8c1f4a95
+def edge_radii_figure(
+    panels,             # list of dicts: radii ((K,) distance to the origin per concept), title
+    names,              # K concept names
+    parents,            # (K,) parent index per concept, -1 for the root
+    *,
+    width=COLUMN_WIDTH, # inches
+    label_violated=True,  # write "child < parent" next to violated edges
+):
+    "Parent radius vs child radius, one line per taxonomy edge, violated edges red; returns fig."
+    names = [str(n) for n in names]
+    edges = _check_tree(names, parents)
+    fig, axes = paper_figure(1, len(panels), width=width, aspect=1.6 if len(panels) > 1 else 1.0, sharey=True)
+    for ax, p in zip(np.atleast_1d(axes).ravel(), panels):
+        r = np.asarray(torch.as_tensor(p["radii"]).double()).reshape(-1)
+        if len(r) != len(names): raise ValueError(f"radii has {len(r)} entries for {len(names)} concepts")
+        nviol = 0
+        for c, par in edges:
+            bad = r[c] <= r[par]
+            nviol += bad
+            ax.plot([0, 1], [r[par], r[c]], color="#d62728" if bad else "0.6", ls="--" if bad else "-",
+                    lw=1.0 if bad else 0.6, marker="o", ms=2, zorder=3 if bad else 2, gid="violated" if bad else "ordered")
+            if bad and label_violated:
+                ax.annotate(f"{names[c]} < {names[par]}", (1, r[c]), xytext=(3, 0), textcoords="offset points",
+                            fontsize=5, color="#d62728", va="center")
+        ax.set_xticks([0, 1], ["parent", "child"]); ax.set_xlim(-0.15, 1.15)
+        ax.set_title(f"{p.get('title', '')}\n{len(edges) - nviol} of {len(edges)} edges ordered".strip())
+    np.atleast_1d(axes).ravel()[0].set_ylabel("distance to origin $d_\\mathcal{L}(O, t)$")
     return fig
 
 # %% ../nbs/06_viz.ipynb #3169a641
@@ -322,3 +428,40 @@ def plot_tradeoff(
     ax.legend()
     if title: ax.set_title(title)
     return ax
+
+# %% ../nbs/06_viz.ipynb #9a4d2e11
+_FRONTIER_COLS = ["forget_acc_mean", "forget_acc_std", "retain_acc_mean", "retain_acc_std"]
+
+def plot_frontier(
+    df,                 # sweep: method, lr, steps, forget_acc_mean/std, retain_acc_mean/std (one row per setting)
+    retrain=None,       # retrain reference rows with the four accuracy columns (+ optional "method" label)
+    *,
+    ax=None,            # axes to draw on (default: a new column-width figure)
+    percent=True,       # accuracies in [0, 1] shown as %
+    title=None,         # panel title
+):
+    "Forget-vs-retain frontier per method with x/y error bars and the retrain reference; returns fig."
+    need = ["method", "lr", "steps"] + _FRONTIER_COLS
+    missing = [c for c in need if c not in df.columns]
+    if missing: raise ValueError(f"frontier table lacks columns {missing}; it has {list(df.columns)}")
+    if retrain is not None and (miss := [c for c in _FRONTIER_COLS if c not in retrain.columns]):
+        raise ValueError(f"retrain table lacks columns {miss}")
+    fig, ax = paper_figure(aspect=0.8) if ax is None else (ax.figure, ax)
+    k = 100 if percent else 1
+    marks, palette = "osD^vP", plt.get_cmap("tab10").colors
+    for i, (m, g) in enumerate(df.groupby("method", sort=False)):   # one colour per line: several lines share a model
+        g = g.sort_values(["lr", "steps"])
+        ax.errorbar(k * g.forget_acc_mean, k * g.retain_acc_mean, xerr=k * g.forget_acc_std, yerr=k * g.retain_acc_std,
+                    color=palette[i % len(palette)], marker=marks[i % len(marks)], ms=3, lw=1.0, elinewidth=0.6, capsize=1.5,
+                    label=str(m))
+    if retrain is not None:
+        for _, r in retrain.iterrows():
+            ax.errorbar([k * r.forget_acc_mean], [k * r.retain_acc_mean], xerr=[k * r.forget_acc_std], yerr=[k * r.retain_acc_std],
+                        color=method_color(str(r.get("method", "retrain"))), mec="k", marker="*", ms=9, elinewidth=0.8,
+                        capsize=2, ls="", zorder=5,
+                        label=str(r.get("method", "retrain")))
+    # the target is the retrained model (a star), not 0 %: no "lower is better" here
+    ax.set_xlabel("forget accuracy (%); target: retrained model (star)"); ax.set_ylabel("retain accuracy (%)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=6)
+    if title: ax.set_title(title)
+    return fig

@@ -477,3 +477,18 @@ def test_redcaps_errors(tmp_path, redcaps):
     bad = tmp_path / "bad.json"; bad.write_text(json.dumps({"annotations": [{"image_id": "x", "caption": "c"}]}))
     with pytest.raises(ValueError, match=r"lacks \['subreddit'\]"):
         D.load_redcaps_annotations(bad)
+
+
+def test_clip_imagenet_templates_match_open_clip():
+    "The 80 CLIP ImageNet prompts written into TEMPLATE_SETS are open_clip's, in order."
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+    assert D.templates("clip_imagenet") == tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
+    assert D.MERU_IMAGENET_TEMPLATES is D.TEMPLATE_SETS["meru_imagenet"]
+
+
+def test_foolbox_images():
+    x, y = D.foolbox_images("imagenet", size=64)
+    assert x.shape == (20, 3, 64, 64) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    assert y.shape == (20,) and y.dtype == torch.int64
+    with pytest.raises(ValueError, match="choose 'imagenet' or 'cifar10'"):
+        D.foolbox_images("mnist")

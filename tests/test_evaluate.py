@@ -108,7 +108,7 @@ def test_cone_shares_by_level():
     T2, _ = ev.synthetic_cone_pairs(torch.full((1,), 1.0), torch.full((1,), 1.0), torch.zeros(1))
     concepts = torch.cat([T[:1], -T2])
     df = ev.cone_shares(I_in, torch.zeros(5, dtype=torch.long), concepts, [[0, 1]], curv=1.0, class_names=["dog"])
-    assert df.share.tolist() == [1.0, 0.0] and df.level.tolist() == [0, 1]
+    assert df.share.tolist() == [1.0, 0.0] and df.up.tolist() == [0, 1]   # up: edges above the class
 
 
 def test_radius_table_and_scalars():
@@ -239,9 +239,9 @@ def test_hierarchy_report_lorentz_toy():
     r = ev.hierarchy_report(m, on_ray, y, ["bear", "dog", "cat"], paths, ["{}"])
     tr = r["text_radii"].set_index("concept")
     assert math.isclose(tr.loc["dog", "radius"], 2.0, rel_tol=1e-5)  # exp_map0 of a raw vector of norm 2
-    assert tr.loc["animal", "level"] == 1 and tr.loc["animal", "radius"] < tr.loc["dog", "radius"]
+    assert tr.loc["animal", "level"] == 0 and tr.loc["dog", "level"] == 1 and tr.loc["animal", "radius"] < tr.loc["dog", "radius"]
     cones = r["cones"]  # exterior angle 0: inside the own cone
-    assert (cones[cones.level == 0].share == 1.0).all()
+    assert (cones[cones.up == 0].share == 1.0).all() and set(cones[cones.up == 1].level) == {0}
     r2 = ev.hierarchy_report(m, 3 * imgs, y, ["bear", "dog", "cat"], paths, ["{}"])
     assert (r2["cones"].share <= 1.0).all() and len(r2["cones"]) == 6
     with pytest.raises(ValueError, match="Lorentz"):

@@ -191,3 +191,21 @@ def test_bad_curvature():
 def test_half_precision_runs_in_float32():
     x = torch.randn(4, 8).to(torch.bfloat16)
     assert pairwise_dist(x, x, curv=1.0).dtype == torch.float32
+
+
+@pytest.mark.parametrize("c", [0.5, 1.0, 3.0])
+def test_poincare_ball_helpers(c):
+    "Pairwise ball distances equal Lorentz distances; r(exp0(v)) = |v|; agree with to_poincare(exp_map0(v))."
+    from hac.lorentz import MAX_SINH_ARG, poincare_dist0, poincare_exp_map0, poincare_pairwise_dist
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(7, 4, generator=g, dtype=torch.float64) * 2, torch.randn(5, 4, generator=g, dtype=torch.float64)
+    px, py = to_poincare(x, curv=c), to_poincare(y, curv=c)
+    np.testing.assert_allclose(poincare_pairwise_dist(px, py, curv=c).numpy(), pairwise_dist(x, y, curv=c).numpy(), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(poincare_dist0(px, curv=c).numpy(), dist0(x, curv=c).numpy(), rtol=1e-10)
+    v = torch.randn(6, 4, generator=g, dtype=torch.float64) * 3
+    v[0] *= 13 / math.sqrt(c) / v[0].norm()                  # one vector far out: sqrt(c)|v| = 13 > asinh(2**15) = 11.09
+    np.testing.assert_allclose(poincare_dist0(poincare_exp_map0(v, curv=c), curv=c).numpy(), v.norm(dim=-1).numpy(), rtol=1e-7)  # near the rim the gap 1-c|p|^2 ~ 1e-8 costs digits
+    below = math.sqrt(c) * v.norm(dim=-1) < MAX_SINH_ARG     # exp_map0 saturates beyond; the ball's map does not
+    assert below.any() and not below.all()
+    np.testing.assert_allclose(poincare_exp_map0(v[below], curv=c).numpy(),
+                               to_poincare(exp_map0(v[below], curv=c), curv=c).numpy(), atol=1e-12)

@@ -4,9 +4,11 @@ import torch
 import torch.nn.functional as F
 
 from hac import lorentz as L
-from hac.losses import (AC, HAC, NegGrad, Finetune, PretrainLoss, contrastive_loss, entailment_calibration,
-                        masked_cross_entropy, negative_calibration, norm_regularization, positive_calibration,
-                        rowwise_similarity, similarity, toy_batch, truth_mask)
+from hac.losses import (AC, entailment, ENT_MODES, HAC, NORM_MODES, NegGrad, Finetune, PretrainLoss, cone_gap, contrastive_loss,
+                        entailment_calibration, entailment_exclusion, entailment_reanchor, entailment_swap,
+                        generalization_target, masked_cross_entropy, negative_calibration, norm_generalization,
+                        norm_preservation, norm_regularization, positive_calibration, rowwise_similarity, similarity,
+                        toy_batch, truth_mask)
 
 GEOMS = [("euclidean", None), ("lorentz", 1.0), ("lorentz", 0.3)]
 
@@ -142,23 +144,32 @@ def test_retain_term_equals_pretraining_loss(geometry, cls):
     pre = PretrainLoss(geometry, parent_weight=1.0 if geometry == "lorentz" else 0.0)
     out = cls(pre)(b)
     ref = pre(b["img_r"], b["txt_r"], scale=b["scale"], curv=b["curv"], img_cls=b["cls_r"], txt_con=b["con_r"],
-              truth=b["truth"], concept_txt=b["concept_txt"], parent=b["parent"])["loss"]
+              truth=b["truth"], concept_txt=b["concept_txt_r"], parent=b["parent_r"])["loss"]
     torch.testing.assert_close(out["retain_loss"], ref)
     torch.testing.assert_close(Finetune(pre)(b)["loss"], ref)
+    # without the retain subset the retain loss falls back to all concepts
+    b_all = {k: v for k, v in b.items() if k not in ("concept_txt_r", "parent_r")}
+    ref_all = pre(b["img_r"], b["txt_r"], scale=b["scale"], curv=b["curv"], img_cls=b["cls_r"], txt_con=b["con_r"],
+                  truth=b["truth"], concept_txt=b["concept_txt"], parent=b["parent"])["loss"]
+    torch.testing.assert_close(Finetune(pre)(b_all)["loss"], ref_all)
 
 
 def test_objective_parts_sum_and_switches():
     b = toy_batch(seed=4)
     out = HAC(PretrainLoss("lorentz"), alpha=0.5, beta=2.0, ent=3.0, norm=4.0)(b)
-    assert set(k for k in out if k.endswith("_loss")) == {"retain_loss", "neg_loss", "pos_loss", "ec_loss", "nr_loss"}
+    assert set(k for k in out if k.endswith("_loss")) == {"retain_loss", "neg_loss", "pos_loss", "ec_excl_loss",
+                                                          "ec_anc_loss", "nr_keep_loss", "nr_gen_loss"}
     torch.testing.assert_close(out["loss"], sum(v for k, v in out.items() if k.endswith("_loss")))
     torch.testing.assert_close(out["pos_loss"], 2.0 * out["pos"])
-    torch.testing.assert_close(out["ec_loss"], 3.0 * out["ec"])
+    torch.testing.assert_close(out["ec_excl_loss"], 3.0 * out["ec_excl"])
+    torch.testing.assert_close(out["nr_gen_loss"], 4.0 * out["nr_gen"])
+    torch.testing.assert_close(out["ec"], out["ec_excl"] + out["ec_anc"])
+    torch.testing.assert_close(out["nr"], out["nr_keep"] + out["nr_gen"])
     off = HAC(PretrainLoss("lorentz"), alpha=0, beta=0, ent=0, norm=0)(b)
     assert set(k for k in off if k.endswith("_loss")) == {"retain_loss"}
     # no forget samples in the batch: only the retain-side terms
     b0 = dict(b, img_f=b["img_f"][:0], txt_f=b["txt_f"][:0])
-    assert set(k for k in HAC(PretrainLoss("lorentz"))(b0) if k.endswith("_loss")) == {"retain_loss", "nr_loss"}
+    assert set(k for k in HAC(PretrainLoss("lorentz"))(b0) if k.endswith("_loss")) == {"retain_loss", "nr_keep_loss"}
 
 
 def test_neggrad_ascends_forget_and_is_capped():
@@ -187,3 +198,176 @@ def test_bad_inputs_raise_clear_errors():
         truth_mask(torch.tensor([5]), torch.tensor([0]), torch.ones(2, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="frozen"):
         HAC(PretrainLoss("lorentz"))({k: v for k, v in toy_batch().items() if k != "img_r0"})
+
+
+
+# ---------------------------------------------------------------- HAC readings (issue 12): each one acts
+def _terms(seed, **kw):
+    b = toy_batch(n_f=8, seed=seed, realistic=True, requires_grad=True, **kw)
+    T, I, leaf, anc = b["concept_txt"], b["img_f"], b["leaf_f"], b["anc_f"]
+    gap0 = cone_gap(b["concept_txt0"][leaf], b["img_f0"], curv=1.0)
+    delta0 = gap0 - cone_gap(b["concept_txt0"][anc], b["img_f0"], curv=1.0)
+    return b, T, I, leaf, anc, gap0, delta0
+
+
+def _ext(T, I, k):
+    return L.oxy_angle(T[k], I, curv=1.0).mean().item()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_exclusion_acts_where_the_absolute_hinge_is_inert(seed):
+    b, T, I, leaf, anc, gap0, _ = _terms(seed)
+    assert float(entailment_calibration(I, T[leaf], curv=1.0).detach()) == 0.0   # today's term: nothing to do
+    loss = lambda: entailment_exclusion(I, T[leaf], curv=1.0, gap0=gap0, margin=0.1)
+    assert float(loss()) > 0.05
+    e0 = _ext(T, I, leaf)
+    _step(loss(), [I, T], lr=0.1)
+    assert _ext(T, I, leaf) > e0 + 1e-3
+    # the images alone also leave the cone (the term does not rely on moving the text)
+    b, T, I, leaf, anc, gap0, _ = _terms(seed)
+    e0 = _ext(T, I, leaf)
+    _step(entailment_exclusion(I, T[leaf], curv=1.0, gap0=gap0), [I], lr=1.0)
+    assert _ext(T, I, leaf) > e0 + 1e-4
+
+
+def test_exclusion_switches_off_after_the_margin():
+    b, T, I, leaf, anc, gap0, _ = _terms(0, drift=0.0)
+    torch.testing.assert_close(entailment_exclusion(I, T[leaf], curv=1.0, gap0=gap0, margin=0.3),
+                               torch.tensor(0.3), atol=1e-5, rtol=0)
+    assert float(entailment_exclusion(I, T[leaf], curv=1.0, gap0=gap0 - 0.5, margin=0.3)) == 0.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_reanchor_pulls_images_into_the_ancestor_cone(seed):
+    b, T, I, leaf, anc, _, _ = _terms(seed)
+    loss = lambda: entailment_reanchor(I, T[anc], curv=1.0)
+    assert float(loss()) > 0.02
+    assert torch.autograd.grad(loss(), [T], allow_unused=True)[0] is None   # the ancestor is an anchor
+    e0 = _ext(T, I, anc)
+    _step(loss(), [I], lr=1.0)
+    assert _ext(T, I, anc) < e0 - 1e-4
+    torch.testing.assert_close(loss(), entailment(T[anc].detach(), I.detach(), curv=1.0))   # MERU's loss
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_swap_moves_the_ordering_of_the_cones(seed):
+    b, T, I, leaf, anc, _, delta0 = _terms(seed)
+    loss = lambda: entailment_swap(I, T[leaf], T[anc], curv=1.0, delta0=delta0)
+    assert float(loss()) > 0.05
+    d = lambda: (cone_gap(T[leaf], I, curv=1.0) - cone_gap(T[anc], I, curv=1.0)).mean().item()
+    d0 = d()
+    _step(loss(), [I, T], lr=0.1)
+    assert d() > d0 + 1e-3
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_preserve_acts_on_drift_and_pulls_radii_back(seed):
+    b, *_ = _terms(seed, drift=0.1)
+    xs, x0s = [b["img_r"], b["txt_r"], b["concept_txt"]], [b["img_r0"], b["txt_r0"], b["concept_txt0"]]
+    loss = lambda: norm_preservation(list(zip(xs, x0s)), curv=1.0)
+    dev = lambda: [(L.dist0(x, curv=1.0) - L.dist0(x0, curv=1.0)).abs().mean().item() for x, x0 in zip(xs, x0s)]
+    assert float(loss()) > 1e-5
+    before = dev()
+    _step(loss(), xs, lr=1.0)
+    after = dev()
+    assert all(a < b_ for a, b_ in zip(after, before)), (before, after)   # every group, concept texts included
+    # groups count equally, whatever their size
+    g1 = [(b["img_r"], b["img_r0"])]
+    torch.testing.assert_close(norm_preservation(g1 + g1 + g1, curv=1.0), norm_regularization(b["img_r"], b["img_r0"], curv=1.0))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_generalize_moves_forget_images_toward_the_inner_target(seed):
+    b, T, I, leaf, anc, _, _ = _terms(seed)
+    T0 = b["concept_txt0"]
+    r_star = generalization_target(b["img_f0"], T0[leaf], T0[anc], curv0=1.0)
+    r0 = L.dist0(b["img_f0"], curv=1.0)
+    torch.testing.assert_close(r0 - r_star, (L.dist0(T0[leaf], curv=1.0) - L.dist0(T0[anc], curv=1.0)))
+    loss = lambda: norm_generalization(I, r_star, curv=1.0)
+    assert float(loss()) > 0.005
+    gap = lambda: (L.dist0(I, curv=1.0) - r_star)
+    g0 = gap()
+    _step(loss(), [I], lr=1.0)
+    assert (gap().abs() < g0.abs()).all() and (gap() >= -1e-4).all()     # toward the target, not past it
+    # at or inside the target: nothing to do
+    assert float(norm_generalization(I.detach(), L.dist0(I.detach(), curv=1.0) + 0.1, curv=1.0)) == 0.0
+
+
+def _degenerate():
+    z = torch.zeros(3, 8)
+    x = 0.5 * torch.randn(3, 8, generator=torch.Generator().manual_seed(0))
+    return {"zeros": (z, z.clone()), "identical": (x, x.clone()), "huge": (1e4 * x, 1e4 * x.flip(0)),
+            "zero apex": (z, x), "huge apex": (1e4 * x, x)}
+
+
+@pytest.mark.parametrize("case", list(_degenerate()))
+def test_hac_terms_finite_on_degenerate_inputs(case):
+    a, c_ = _degenerate()[case]
+    a, c_ = torch.nn.Parameter(a.clone()), torch.nn.Parameter(c_.clone())
+    ref = torch.zeros(3)
+    fns = {"exclusion": lambda: entailment_exclusion(c_, a, curv=1.0, gap0=ref),
+           "exclusion_abs": lambda: entailment_exclusion(c_, a, curv=1.0),
+           "reanchor": lambda: entailment_reanchor(c_, a, curv=1.0) + 0 * a.sum(),
+           "swap": lambda: entailment_swap(c_, a, c_.flip(0), curv=1.0, delta0=ref),
+           "keep": lambda: norm_preservation([(a, c_.detach()), (c_, a.detach())], curv=1.0),
+           "gen": lambda: norm_generalization(c_, generalization_target(a, a, c_, curv0=1.0), curv=1.0) + 0 * a.sum()}
+    for name, fn in fns.items():
+        v = fn()
+        ga, gc = torch.autograd.grad(v, [a, c_], allow_unused=True)
+        assert torch.isfinite(v), (case, name, v)
+        for g in (ga, gc):
+            assert g is None or torch.isfinite(g).all(), (case, name)
+
+
+def test_hac_with_weights_off_is_ac_and_every_mode_differs():
+    b = toy_batch(seed=1, realistic=True)
+    for pl in (PretrainLoss("lorentz"), PretrainLoss("lorentz", parent_weight=1.0)):
+        ac = AC(pl, alpha=0.7, beta=1.3)(b)
+        off = HAC(pl, alpha=0.7, beta=1.3, ent=0, norm=0)(b)
+        assert set(off) == set(ac)
+        for k in ac: assert torch.equal(off[k], ac[k]), k
+        for em in ENT_MODES:
+            out = HAC(pl, alpha=0.7, beta=1.3, norm=0, ent_mode=em)(b)
+            assert float(out["loss"]) != float(ac["loss"]) and float(out["ec"]) > 0, em
+        for nm in NORM_MODES:
+            out = HAC(pl, alpha=0.7, beta=1.3, ent=0, norm_mode=nm)(b)
+            assert float(out["loss"]) != float(ac["loss"]) and float(out["nr"]) > 0, nm
+    keys = lambda **kw: set(k for k in HAC(PretrainLoss("lorentz"), **kw)(b) if k.endswith("_loss"))
+    assert keys(ent_mode="swap", norm_mode="generalize") >= {"ec_swap_loss", "nr_gen_loss"}
+    assert not keys(ent_mode="swap", norm_mode="generalize") & {"ec_excl_loss", "ec_anc_loss", "nr_keep_loss"}
+
+
+def test_rows_without_retained_ancestor_are_skipped():
+    b = toy_batch(seed=2, realistic=True)
+    pl = PretrainLoss("lorentz")
+    half = dict(b, anc_f=torch.tensor([2, -1, 2, -1]))
+    sub = {k: (v[[0, 2]] if k in ("img_f", "img_f0", "txt_f", "txt_alt", "cls_f", "con_f", "con_alt", "leaf_f", "anc_f")
+               else v) for k, v in half.items()}
+    a = HAC(pl, alpha=0, beta=0, ent_mode="reanchor", norm_mode="generalize")(half)
+    s = HAC(pl, alpha=0, beta=0, ent_mode="reanchor", norm_mode="generalize")(sub)
+    torch.testing.assert_close(a["ec_anc"], s["ec_anc"]); torch.testing.assert_close(a["nr_gen"], s["nr_gen"])
+    none = HAC(pl, alpha=0, beta=0, ent_mode="reanchor", norm_mode="generalize")(dict(b, anc_f=torch.full((4,), -1)))
+    assert float(none["ec_anc"]) == 0.0 and float(none["nr_gen"]) == 0.0 and torch.isfinite(none["loss"])
+
+
+def test_hac_modes_and_keys_fail_clearly():
+    pl = PretrainLoss("lorentz")
+    with pytest.raises(ValueError, match="exclusion.*reanchor.*swap.*both"):
+        HAC(pl, ent_mode="cones")
+    with pytest.raises(ValueError, match="preserve.*generalize.*both"):
+        HAC(pl, norm_mode="radius")
+    b = toy_batch(realistic=True)
+    for key in ("img_f0", "concept_txt0", "anc_f", "leaf_f"):
+        with pytest.raises(ValueError, match=f"{key}.*hac.train"):
+            HAC(pl)({k: v for k, v in b.items() if k != key})
+    with pytest.raises(ValueError, match="concept_txt_r"):
+        HAC(pl)(dict(b, concept_txt=b["concept_txt"][1:]))
+
+
+def test_hac_gradients_reach_the_current_model_only():
+    b = toy_batch(seed=3, realistic=True, requires_grad=True)
+    frozen = {k: torch.nn.Parameter(b[k].clone()) for k in ("img_f0", "concept_txt0", "img_r0", "txt_r0")}
+    out = HAC(PretrainLoss("lorentz"), alpha=0, beta=0, retain=0)(dict(b, **frozen))
+    grads = torch.autograd.grad(out["loss"], list(frozen.values()) + [b["img_f"], b["concept_txt"]], allow_unused=True)
+    assert all(g is None for g in grads[:4])
+    assert grads[4].abs().sum() > 0 and grads[5].abs().sum() > 0

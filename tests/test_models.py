@@ -12,6 +12,8 @@ import torch.nn.functional as F
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import hac.checkpoints as C
+import hac.data as D
 import hac.models as M
 from hac import lorentz as L
 from hac.models import (CLIP, MERU, CheckpointMismatchError, ModelConfig, build_model, check_state_dict,
@@ -433,7 +435,8 @@ def test_from_pretrained_offline(tmp_path, monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
     with pytest.raises(ConnectionError, match="offline.*copy it to"):
         from_pretrained("meru_vit_s", cache_dir=cache)
-    assert not (cache / "meru_vit_s.pth").exists() and not [x for x in cache.iterdir() if x.name.endswith(".part")]
+    assert not (cache / "meru_vit_s.pth").exists()
+    assert not cache.exists() or not [x for x in cache.iterdir() if x.name.endswith(".part")]   # nothing half-written
     with pytest.raises(FileNotFoundError, match="download=False"):
         from_pretrained("meru_vit_s", cache_dir=cache, download=False)
     monkeypatch.undo()
@@ -442,7 +445,7 @@ def test_from_pretrained_offline(tmp_path, monkeypatch):
     x = torch.rand(2, 1, 28, 28)
     assert torch.equal(m2.encode_image(x), m.encode_image(x))
     # second call: served from the cache, no download attempted
-    monkeypatch.setattr(M, "_download", lambda *a, **k: pytest.fail("downloaded although cached"))
+    monkeypatch.setattr(C, "_download", lambda *a, **k: pytest.fail("downloaded although cached"))
     from_pretrained("meru_vit_s", cache_dir=cache)
     monkeypatch.setenv("HAC_CACHE", str(cache))
     from_pretrained("meru_vit_s")
@@ -472,6 +475,46 @@ def test_open_clip_wrapper(name, fb, tmp_path):
         oc2 = load_checkpoint(p).eval()
         with torch.no_grad():
             assert torch.equal(oc2.encode_image(imgs), e)
+
+
+def test_open_clip_checkpoint_records_how_it_was_built(tmp_path):
+    "save_checkpoint stores name, pretrained tag and architecture arguments; the reload is the same network."
+    torch.manual_seed(0)
+    weights = tmp_path / "start.pt"
+    torch.save(from_open_clip("ViT-S-32-alt").model.state_dict(), weights)
+    oc = from_open_clip("ViT-S-32-alt", pretrained=str(weights), force_quick_gelu=True, device="cpu").eval()
+    assert oc.open_clip_args == {"name": "ViT-S-32-alt", "pretrained": str(weights), "kwargs": {"force_quick_gelu": True}}
+    p = save_checkpoint(oc, tmp_path / "oc.pth")
+    weights.unlink()                      # the reload must not need the starting weights (they are in the checkpoint)
+    rec = torch.load(p, weights_only=True)["open_clip"]
+    assert rec == oc.open_clip_args
+    oc2 = load_checkpoint(p).eval()
+    assert oc2.open_clip_args == oc.open_clip_args
+    x = torch.rand(2, 3, *oc.image_size)
+    with torch.no_grad():
+        assert torch.equal(oc2.encode_image(x), oc.encode_image(x))
+        # QuickGELU leaves no trace in the weights: without the recorded argument the same weights compute another function
+        plain = from_open_clip("ViT-S-32-alt").eval()
+        plain.load_state_dict(oc.state_dict())
+        assert not torch.allclose(plain.encode_image(x), oc.encode_image(x), atol=1e-4)
+    # an old checkpoint with only the name still loads
+    old = torch.load(p, weights_only=True); old["open_clip"] = {"name": "ViT-S-32-alt"}
+    torch.save(old, tmp_path / "old.pth")
+    assert load_checkpoint(tmp_path / "old.pth").open_clip_args["kwargs"] == {}
+    with pytest.raises(ValueError, match="not plain data"):
+        from_open_clip("ViT-S-32-alt", force_preprocess_cfg={"mean": torch.zeros(3)})
+
+
+def test_moved_names_are_one_object():
+    "hac.models keeps every name that moved to hac.checkpoints / hac.data, as the same object."
+    for n in ("save_checkpoint", "load_checkpoint", "from_pretrained", "infer_config", "check_state_dict",
+              "CheckpointMismatchError", "PRETRAINED_URLS"):
+        assert getattr(M, n) is getattr(C, n)
+    for n in ("foolbox_images", "IMAGENET_MEAN", "IMAGENET_STD", "default_cache_dir"):
+        assert getattr(M, n) is getattr(D, n)
+    assert M.MERU_IMAGENET_TEMPLATES is D.TEMPLATE_SETS["meru_imagenet"]
+    with pytest.raises(AttributeError):
+        M.no_such_name
 
 
 def test_open_clip_errors():

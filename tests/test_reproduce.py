@@ -72,3 +72,37 @@ def test_real_manifest_notebooks_have_one_parameters_cell():
         nb = nbformat.read(str(Path(__file__).parents[1] / exp.notebook), as_version=4)
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, exp.notebook
+
+
+def test_atomic_writers_leave_old_file_on_crash(tmp_path, monkeypatch):
+    import torch
+    from hac.reproduce import atomic_file, atomic_save, atomic_write_json
+    p = atomic_write_json(tmp_path / "m.json", {"a": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_file(p) as f:
+            f.write("{broken"); raise RuntimeError("crash")
+    assert json.loads(p.read_text()) == {"a": 1} and [x.name for x in tmp_path.iterdir()] == ["m.json"]
+    q = atomic_save({"w": torch.ones(2)}, tmp_path / "c" / "x.pth")
+    assert torch.equal(torch.load(q, weights_only=True)["w"], torch.ones(2))
+    def crash(obj, f, *a, **k): f.write(b"partial"); raise KeyboardInterrupt
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save({"w": torch.zeros(2)}, q)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(q, weights_only=True)["w"], torch.ones(2))
+    assert [x.name for x in q.parent.iterdir()] == ["x.pth"]
+
+
+def test_git_commit(tmp_path):
+    import re
+    import subprocess
+    from hac.reproduce import git_commit
+    assert git_commit(tmp_path) == "unknown"                       # not a checkout
+    assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", git_commit())    # this checkout
+    run = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
+    run("init", "-q"); (tmp_path / "f.txt").write_text("1")
+    run("add", "f.txt"); run("-c", "user.email=a@b", "-c", "user.name=t", "commit", "-qm", "x")
+    sha = git_commit(tmp_path)
+    assert re.fullmatch(r"[0-9a-f]{40}", sha)
+    (tmp_path / "f.txt").write_text("2")
+    assert git_commit(tmp_path) == sha + "+dirty"

@@ -80,7 +80,7 @@ def test_kill_and_resume_gives_the_same_result(tmp_path, monkeypatch, tiny_ckpts
     for f in ("config.json", "history.csv", "metrics.json", "model.pt"):
         assert (straight / f).exists(), f
     assert not (straight / "checkpoint.pt").exists()          # removed once the run is complete ...
-    assert (tmp_path / "kept").exists() is False
+    assert not (tmp_path / "killed" / "checkpoint.pt").exists()   # the resumed run's checkpoint (asserted above) is gone
     T.train(_pre(tmp_path, "kept", steps=1, keep_checkpoint=True))
     assert (tmp_path / "kept" / "checkpoint.pt").exists()    # ... unless asked to keep it
 
@@ -109,7 +109,8 @@ def test_divergence_stops_and_saves_nothing(tmp_path, monkeypatch):
 def test_unlearning_methods_run_and_log_parts(tiny_ckpts, method, model):
     cfg = unlearn_config(method, tiny_ckpts[model], ["dog"], **{**FAST, "steps": 2, "log_every": 1})
     res = T.train(cfg)
-    parts = {"hac": {"retain_loss", "pos_loss", "neg_loss", "ec_loss", "nr_loss"}, "ac": {"retain_loss", "pos_loss", "neg_loss"},
+    parts = {"hac": {"retain_loss", "pos_loss", "neg_loss", "ec_excl_loss", "ec_anc_loss", "nr_keep_loss", "nr_gen_loss"},
+             "ac": {"retain_loss", "pos_loss", "neg_loss"},
              "finetune": {"retain_loss"}, "neggrad": {"retain_loss", "ascent_loss"}}[method]
     row = res["history"][-1]
     assert parts <= set(row), row.keys()
@@ -117,8 +118,9 @@ def test_unlearning_methods_run_and_log_parts(tiny_ckpts, method, model):
     if model == "meru": assert {"curv", "visual_alpha", "textual_alpha", "radius_level0"} <= set(row)
     m = res["metrics"]
     assert {"forget_acc", "retain_acc", "acc"} <= set(m["before"]) and {"forget_acc", "retain_acc"} <= set(m["after"])
-    if method == "hac":   # norm regularization starts at zero (the model equals its frozen copy)
-        assert res["history"][0]["nr"] < 1e-3
+    if method == "hac":   # radius preservation starts at zero: at the first logged step (0) the model is its frozen copy
+        first = [r for r in res["history"] if "nr_keep" in r][0]
+        assert first["nr_keep"] < 1e-3
 
 
 @pytest.mark.parametrize("model", ["clip", "meru"])
@@ -174,9 +176,14 @@ def test_cli_unlearn_prints_before_after(tiny_ckpts, capsys, tmp_path):
 
 
 def test_cli_config_round_trip(tiny_ckpts, tmp_path):
-    cfg = unlearn_config("ac", "m.pt", ["dog", "cat"], beta=3.0)
-    cfg.save(tmp_path / "config.json")
-    args = build_parser().parse_args(["unlearn", "--model", "m.pt", "--forget", "dog", "--config", str(tmp_path / "config.json")])
+    "The config.json a real run writes (with hac_version, world_size, git_commit beside the fields) loads back and drives the CLI."
+    cfg = unlearn_config("ac", tiny_ckpts["clip"], ["dog", "cat"], beta=3.0,
+                         **{**FAST, "steps": 2, "log_every": 1, "out_dir": str(tmp_path / "run")})
+    T.train(cfg)
+    written = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert {"hac_version", "world_size", "git_commit"} <= set(written)       # the run's provenance is in the file ...
+    assert TrainConfig.load(tmp_path / "run" / "config.json") == cfg         # ... and the config loads back unchanged
+    args = build_parser().parse_args(["unlearn", "--model", "m.pt", "--forget", "dog", "--config", str(tmp_path / "run" / "config.json")])
     assert config_from_args(args) == cfg
 
 
@@ -201,3 +208,21 @@ def test_ddp_two_gloo_processes_match_one(tmp_path):
     h2 = json.loads((tmp_path / "ddp" / "history.json").read_text())
     h1 = json.loads((tmp_path / "one" / "history.json").read_text())
     assert h1[-1]["loss"] == pytest.approx(h2[-1]["loss"], rel=1e-4)
+
+
+def test_cli_hac_terms_act_and_change_the_result(tiny_ckpts, tmp_path):
+    "Issue 12: `hac unlearn --method hac` logs non-zero entailment-calibration and norm terms, and its model differs"
+    " from the same run with both terms off."
+    from hac.cli import main
+    common = ["--model", tiny_ckpts["meru"], "--forget", "dog", "--steps", "3", "--batch-size", "16", "--forget-batch", "8",
+              "--threads", "1", "--quiet", "--set", "log_every=1", "probe_size=20", "test_size=40", "warmup=1", "heldout=false"]
+    main(["unlearn", "--method", "hac", "--out", str(tmp_path / "hac"), *common])
+    main(["unlearn", "--method", "hac", "--ent", "0", "--norm", "0", "--out", str(tmp_path / "off"), *common])
+    hist = json.loads((tmp_path / "hac" / "history.json").read_text())
+    rows = [r for r in hist if r["step"] > 0]
+    assert max(r["ec"] for r in rows) > 0 and max(r["nr"] for r in rows) > 0, rows
+    for k in ("ec_excl", "ec_anc", "nr_keep", "nr_gen"): assert k in rows[-1], rows[-1].keys()
+    off = json.loads((tmp_path / "off" / "history.json").read_text())
+    assert "ec" not in off[-1] and "nr" not in off[-1]
+    a, b = _state(tmp_path / "hac" / "model.pt"), _state(tmp_path / "off" / "model.pt")
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point()), "HAC's terms changed no weight"

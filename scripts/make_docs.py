@@ -1,0 +1,121 @@
+"""Lay out the docs site's sources in docs/ (gitignored) for mkdocs (`make docs` runs this, then `mkdocs build`).
+
+Pages: the README (from nbs/index.ipynb) as the home page; one page per library notebook (nbdev directives
+removed, `#| hide` cells dropped, outputs kept); one API page per module, generated here from the docstrings and
+docments (fastcore.docments, the nbdev 2 convention, which a static parser cannot read); the experiment and render
+notebooks, executed copies from runs/<exp>/<profile>/executed.ipynb when `make reproduce` left them (else the
+committed notebook, without outputs); and paper_figures/ (every figure and table). Run with the project's .venv.
+"""
+import importlib
+import inspect
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from make_readme import render  # noqa: E402
+
+DOCS = ROOT / "docs"
+
+
+def _src(cell) -> str:
+    s = cell["source"]
+    return "".join(s) if isinstance(s, list) else s
+
+
+def clean_notebook(src: Path, dst: Path):
+    "Copy a notebook without `#| hide` cells and without `#|` directive lines (what a reader should not see)."
+    nb = json.loads(src.read_text(encoding="utf-8"))
+    cells = []
+    for c in nb["cells"]:
+        text = _src(c)
+        if c["cell_type"] == "code":
+            if re.search(r"^#\|\s*hide\b", text, re.M): continue
+            text = "\n".join(l for l in text.splitlines() if not l.startswith("#|")).strip("\n")
+            if not text and not c.get("outputs"): continue
+        c = {**c, "source": text}
+        cells.append(c)
+    nb["cells"] = cells
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text(json.dumps(nb, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+def _default_exp(nb: Path) -> str | None:
+    for c in json.loads(nb.read_text(encoding="utf-8"))["cells"]:
+        m = re.search(r"^#\|\s*default_exp\s+(\S+)", _src(c), re.M)
+        if m: return m.group(1)
+    return None
+
+
+def _md_escape(s: str) -> str:
+    return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+def api_page(modname: str) -> str:
+    "Markdown for `hac.<modname>`: every public name with its signature, docstring and docments table."
+    from fastcore.docments import docments
+    mod = importlib.import_module(f"hac.{modname}")
+    out = [f"# hac.{modname}", "", (mod.__doc__ or "").strip(), ""]
+    for name in getattr(mod, "__all__", []):
+        obj = getattr(mod, name, None)
+        if obj is None: continue
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            kind = "class" if inspect.isclass(obj) else "def"
+            try: sig = str(inspect.signature(obj))
+            except (TypeError, ValueError): sig = "(...)"
+            out += [f"## `{name}`", "", f"```python\n{kind} {name}{sig}\n```", "", inspect.getdoc(obj) or "", ""]
+            try: dm = docments(obj, full=True)
+            except Exception: dm = {}
+            rows = [(k, v) for k, v in dm.items() if isinstance(v, dict) and (v.get("docment") or k != "return")
+                    and k not in ("self", "cls")]
+            if rows:
+                out += ["| | type | default | |", "|---|---|---|---|"]
+                for k, v in rows:
+                    anno = v.get("anno"); anno = "" if anno is inspect._empty else getattr(anno, "__name__", anno)
+                    dflt = v.get("default"); dflt = "" if dflt is inspect._empty else repr(dflt)
+                    out.append(f"| `{k}` | {_md_escape(anno)} | {_md_escape(dflt)} | {_md_escape(v.get('docment') or '')} |")
+                out.append("")
+            if inspect.isclass(obj):
+                for mname, m in inspect.getmembers(obj, inspect.isfunction):
+                    if mname.startswith("_") or m.__qualname__.split(".")[0] != obj.__name__ or not inspect.getdoc(m): continue
+                    out += [f"### `{name}.{mname}`", "", f"```python\n{mname}{inspect.signature(m)}\n```", "",
+                            inspect.getdoc(m), ""]
+        else:
+            r = repr(obj)
+            out += [f"## `{name}`", "", f"```python\n{name} = {r if len(r) < 300 else r[:300] + ' ...'}\n```", ""]
+    return "\n".join(out) + "\n"
+
+
+def main():
+    if DOCS.exists(): shutil.rmtree(DOCS)
+    DOCS.mkdir()
+    (DOCS / "index.md").write_text(render().split("\n", 2)[2], encoding="utf-8")  # without the generated-file comment
+    lib = sorted(p for p in (ROOT / "nbs").glob("[0-9]*.ipynb"))
+    for nb in lib: clean_notebook(nb, DOCS / "notebooks" / nb.name)
+    mods = [m for m in (_default_exp(nb) for nb in lib) if m]
+    for m in mods: (DOCS / "api" / f"{m}.md").parent.mkdir(exist_ok=True); (DOCS / "api" / f"{m}.md").write_text(api_page(m), encoding="utf-8")
+    for sub in ("experiments", "paper"):
+        for nb in sorted((ROOT / "nbs" / sub).glob("[0-9]*.ipynb")):
+            runs = sorted((ROOT / "runs").glob(f"*/*/executed.ipynb")) if (ROOT / "runs").exists() else []
+            executed = [r for r in runs if json.loads(r.read_text()).get("metadata", {}).get("papermill", {})
+                        .get("input_path", "").endswith(f"{sub}/{nb.name}")]
+            best = next((r for r in executed if r.parent.name == "default"), executed[0] if executed else nb)
+            clean_notebook(best, DOCS / sub / nb.name)
+    figs = DOCS / "paper_figures"
+    shutil.copytree(ROOT / "paper_figures", figs)
+    page = ["# paper_figures", "", "Every table and figure `make reproduce` rendered (`nbs/paper/90_render.ipynb`).", ""]
+    for f in ("README.md", "CLAIMS.md"):
+        if (figs / f).exists(): page += [(figs / f).read_text(encoding="utf-8").replace("# ", "## ", 1), ""]
+    for t in sorted(figs.glob("table_*.md")): page += [f"## {t.stem}", "", t.read_text(encoding="utf-8"), ""]
+    for p in sorted(figs.glob("figure_*.png")): page += [f"## {p.stem}", "", f"![{p.stem}]({p.name})", ""]
+    (figs / "index.md").write_text("\n".join(page), encoding="utf-8")
+    for f in ("README.md", "CLAIMS.md", "RESULTS.md"): (figs / f).unlink(missing_ok=True)
+    n = sum(1 for _ in DOCS.rglob("*") if _.is_file())
+    print(f"docs/: {len(lib)} library notebooks, {len(mods)} API pages, {n} files")
+
+
+if __name__ == "__main__":
+    main()

@@ -6,10 +6,10 @@
 __all__ = ['METRIC_KEYS', 'confusion_matrix', 'per_class_accuracy', 'forget_retain_accuracy', 'zero_shot_report',
            'forget_destinations', 'radius_table', 'cone_membership', 'cone_shares', 'synthetic_cone_pairs',
            'learned_scalars', 'compare_scalars', 'linear_probe', 'knn_probe', 'membership_scores', 'roc_auc',
-           'tpr_at_fpr', 'membership_inference', 'contrastive_loss', 'relearning_attack', 'steps_to_recover',
+           'tpr_at_fpr', 'membership_inference', 'relearn_loss', 'relearning_attack', 'steps_to_recover',
            'retrieval_scores', 'weight_distance', 'output_distance', 'encode_images', 'evaluate_zero_shot',
            'model_curv', 'concept_radii', 'hierarchy_report', 'forget_scores', 'hub_correct', 'hub_score',
-           'heldout_prompts', 'prompt_prototypes', 'related_prompts', 'prompt_leakage', 'ToyModel', 'unlearning_scores',
+           'heldout_prompts', 'prompt_prototypes', 'related_prompts', 'prompt_leakage', 'unlearning_scores',
            'hierarchy_attachment']
 
 # %% ../nbs/05_evaluate.ipynb #46cdb0f8
@@ -279,13 +279,13 @@ def linear_probe(
 def _feature_dist(a, b, metric, curv):
     if metric == "cosine":
         return 1 - F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
-    if metric == "euclidean":
+    if metric == "l2":   # straight-line distance; "euclidean" elsewhere in hac names the cosine geometry (CLIP)
         return torch.cdist(a, b)
     if metric == "lorentz":
         if curv is None:
             raise ValueError("metric='lorentz' needs curv")
         return pairwise_dist(a, b, curv=float(curv))
-    raise ValueError(f"unknown metric {metric!r}: use 'cosine', 'euclidean' or 'lorentz'")
+    raise ValueError(f"unknown metric {metric!r}: use 'cosine', 'l2' or 'lorentz'")
 
 def knn_probe(
     train_x, train_y,   # (N, D) frozen features and labels of the reference set
@@ -293,7 +293,7 @@ def knn_probe(
     *,
     forget,             # list of forget class indices
     k=10,               # neighbours
-    metric="cosine",    # "cosine" (CLIP), "euclidean" or "lorentz" (MERU, needs curv)
+    metric="cosine",    # "cosine" (CLIP), "l2" or "lorentz" (MERU, needs curv)
     curv=None,          # curvature for metric="lorentz"
 ):
     "Forget/retain accuracies of a k-nearest-neighbour majority vote on frozen features."
@@ -355,7 +355,7 @@ def membership_inference(
                 n_members=len(member_scores), n_nonmembers=len(nonmember_scores))
 
 # %% ../nbs/05_evaluate.ipynb #8c206bbd
-def contrastive_loss(
+def relearn_loss(
     model,      # hac.models model: forward(images, texts) -> {"image", "text"}, similarity(a, b)
     images,     # (B, C, H, W) images
     texts,      # B captions
@@ -374,7 +374,7 @@ def relearning_attack(
     n_steps=50,     # fine-tuning steps
     eval_every=10,  # evaluate every this many steps (and at step 0)
     lr=1e-4,        # AdamW learning rate
-    loss_fn=contrastive_loss,  # loss_fn(model, images, texts) -> scalar
+    loss_fn=relearn_loss,  # loss_fn(model, images, texts) -> scalar
     seed=0,         # torch seed for the fine-tuning run
 ):
     "DataFrame (step, loss, and every number eval_fn returns) along a fine-tuning run of a copy."

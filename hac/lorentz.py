@@ -22,7 +22,7 @@ def _den(dtype: torch.dtype) -> float:
     "Lower clamp for denominators: its square (1.2e-30 in float32) does not underflow, so the backward of a division stays finite."
     return _tiny(dtype) ** 0.5
 
-def _float(x: Tensor) -> Tensor:
+def _upcast(x: Tensor) -> Tensor:
     "Upcast half precision to float32; Lorentz math never runs below float32."
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
@@ -64,7 +64,7 @@ def time_component(
     *, curv: float | Tensor,  # curvature is -curv, curv > 0
 ) -> Tensor:  # time components x_t, (B,)
     "Time component of points on the hyperboloid, sqrt(1/c + |x|^2)."
-    x = _float(x)
+    x = _upcast(x)
     c = _curv(curv, x)
     return torch.hypot(_norm(x), c.rsqrt())  # hypot: no overflow of |x|^2 for huge inputs
 
@@ -74,7 +74,7 @@ def pairwise_inner(
     *, curv: float | Tensor,  # curvature is -curv
 ) -> Tensor:  # Lorentzian inner products, (B, N)
     "Lorentzian inner product of every row of `x` with every row of `y`."
-    x, y = _float(x), _float(y)
+    x, y = _upcast(x), _upcast(y)
     xt, yt = time_component(x, curv=curv), time_component(y, curv=curv)
     return x @ y.T - xt[:, None] * yt[None, :]
 
@@ -84,7 +84,7 @@ def rowwise_inner(
     *, curv: float | Tensor,  # curvature is -curv
 ) -> Tensor:  # Lorentzian inner products, (B,)
     "Lorentzian inner product of matching rows of `x` and `y`."
-    x, y = _float(x), _float(y)
+    x, y = _upcast(x), _upcast(y)
     return (x * y).sum(-1) - time_component(x, curv=curv) * time_component(y, curv=curv)
 
 # %% ../nbs/00_lorentz.ipynb #452464fe
@@ -95,7 +95,7 @@ def exp_map0(
     *, curv: float | Tensor,  # curvature is -curv
 ) -> Tensor:  # space components of points on the hyperboloid, (B, D)
     "Exponential map at the origin; saturates at sqrt(c)|v| = asinh(2**15)."
-    v = _float(v)
+    v = _upcast(v)
     sc = _curv(curv, v).sqrt()
     t = sc * _norm(v, keepdim=True)
     return torch.sinh(t.clamp_max(MAX_SINH_ARG)) / t * v
@@ -105,7 +105,7 @@ def log_map0(
     *, curv: float | Tensor,  # curvature is -curv
 ) -> Tensor:  # tangent vectors at the origin, (B, D)
     "Logarithmic map at the origin, the inverse of `exp_map0`."
-    x = _float(x)
+    x = _upcast(x)
     sc = _curv(curv, x).sqrt()
     t = sc * _norm(x, keepdim=True)
     return torch.asinh(t) / t * x
@@ -115,7 +115,7 @@ def dist0(
     *, curv: float | Tensor,  # curvature is -curv
 ) -> Tensor:  # geodesic distance to the origin, (B,)
     "Distance to the origin asinh(sqrt(c)|x|)/sqrt(c): the hyperbolic norm (genericity)."
-    x = _float(x)
+    x = _upcast(x)
     sc = _curv(curv, x).sqrt()
     return torch.asinh(sc * _norm(x)) / sc
 
@@ -142,7 +142,7 @@ def rowwise_dist(
     *, curv: float | Tensor,  # curvature is -curv
 ) -> Tensor:  # geodesic distances d(x_i, y_i), (B,)
     "Geodesic distance of matching rows, accurate for nearby points (no acosh near 1)."
-    x, y = _float(x), _float(y)
+    x, y = _upcast(x), _upcast(y)
     c = _curv(curv, x)
     tiny = _tiny(x.dtype)
     nx, ny = _norm(x), _norm(y)
@@ -169,7 +169,7 @@ def pairwise_dist(
     refine: bool = True,  # recompute near pairs (GEMM cancellation) with `rowwise_dist`
 ) -> Tensor:  # geodesic distances, (B, N)
     "Geodesic distance between every row of `x` and every row of `y`."
-    x, y = _float(x), _float(y)
+    x, y = _upcast(x), _upcast(y)
     c = _curv(curv, x)
     xt, yt = time_component(x, curv=c), time_component(y, curv=c)
     a = torch.cat([x, xt[:, None]], -1)                   # (B, D+1)
@@ -209,7 +209,7 @@ def half_aperture(
     K: float = 0.1,  # MERU's cone constant
 ) -> Tensor:  # half-aperture in radians, in (0, pi/2], (B,)
     "Half-aperture of the entailment cone at `x`."
-    x = _float(x)
+    x = _upcast(x)
     # u = 2K / (sqrt(c)|x|), with the denominator floored at 2K: u <= 1 (pi/2 inside the ball of
     # radius 2K/sqrt(c)) and the division's backward stays finite at the origin
     u = 2 * K / (_curv(curv, x).sqrt() * _norm(x)).clamp_min(2 * K)
@@ -222,7 +222,7 @@ def oxy_angle(
     *, curv: float | Tensor,  # curvature is -curv
 ) -> Tensor:  # exterior angle at x of the triangle O-x-y, in [0, pi], (B,)
     "Exterior angle at `x` of the triangle O-x-y (0: `y` straight behind `x`, seen from O)."
-    x, y = _float(x), _float(y)
+    x, y = _upcast(x), _upcast(y)
     c = _curv(curv, x)
     tiny = _tiny(x.dtype)
     nx = _norm(x)
@@ -250,7 +250,7 @@ def to_poincare(
     *, curv: float | Tensor,  # curvature is -curv
 ) -> Tensor:  # points in the Poincare ball of radius 1/sqrt(c), (B, D)
     "Map hyperboloid points to the Poincare ball."
-    x = _float(x)
+    x = _upcast(x)
     c = _curv(curv, x)
     return x / (1 + c.sqrt() * time_component(x, curv=c))[:, None]
 
@@ -259,7 +259,7 @@ def from_poincare(
     *, curv: float | Tensor,  # curvature is -curv
 ) -> Tensor:  # space components on the hyperboloid, (B, D)
     "Map Poincare-ball points back to the hyperboloid (points on or outside the boundary raise)."
-    p = _float(p)
+    p = _upcast(p)
     c = _curv(curv, p)
     gap = 1 - c * _sqnorm(p)
     if bool((gap <= 0).any()):
@@ -276,7 +276,7 @@ def poincare_dist(
     *, curv: float | Tensor,  # curvature is -curv
 ) -> Tensor:  # geodesic distances of matching rows, (B,)
     "Geodesic distance in the Poincare ball (row-wise)."
-    p, q = _float(p), _float(q)
+    p, q = _upcast(p), _upcast(q)
     c = _curv(curv, p)
     return 2 * torch.asinh(c.sqrt() * _norm(p - q) / (_gap(p, c) * _gap(q, c)).sqrt()) / c.sqrt()
 
@@ -287,7 +287,7 @@ def poincare_pairwise_dist(
     *, curv: float | Tensor,  # curvature is -curv
 ) -> Tensor:  # geodesic distances, (B, N)
     "Geodesic distance of every row of `p` to every row of `q` in the Poincare ball."
-    p = _float(p); q = p if q is None else _float(q)
+    p = _upcast(p); q = p if q is None else _upcast(q)
     c = _curv(curv, p)
     gaps = _gap(p, c)[:, None] * _gap(q, c)[None, :]
     return 2 * torch.asinh(c.sqrt() * _norm(p[:, None, :] - q[None, :, :]) / gaps.sqrt()) / c.sqrt()
@@ -297,7 +297,7 @@ def poincare_dist0(
     *, curv: float | Tensor,  # curvature is -curv
 ) -> Tensor:  # distance to the origin, (B,)
     "Distance to the origin 2 atanh(sqrt(c)|p|)/sqrt(c) of Poincare-ball points (equals `dist0` on the hyperboloid)."
-    p = _float(p)
+    p = _upcast(p)
     c = _curv(curv, p)
     return 2 * torch.asinh(c.sqrt() * _norm(p) / _gap(p, c).sqrt()) / c.sqrt()
 
@@ -306,7 +306,7 @@ def poincare_exp_map0(
     *, curv: float | Tensor,  # curvature is -curv
 ) -> Tensor:  # points in the ball, (B, D)
     "Exponential map at the origin of the Poincare ball: poincare_dist0 of the result is |v|."
-    v = _float(v)
+    v = _upcast(v)
     sc = _curv(curv, v).sqrt()
     n = sc * _norm(v, keepdim=True)
     return torch.tanh(n / 2) / n * v

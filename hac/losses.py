@@ -5,10 +5,9 @@
 # %% auto #0
 __all__ = ['GEOMETRIES', 'ENT_MODES', 'NORM_MODES', 'similarity', 'rowwise_similarity', 'truth_mask', 'masked_cross_entropy',
            'contrastive_loss', 'entailment', 'parent_pairs', 'PretrainLoss', 'positive_calibration',
-           'negative_calibration', 'entailment_calibration', 'norm_regularization', 'toy_batch', 'cone_gap',
-           'entailment_exclusion', 'entailment_reanchor', 'entailment_swap', 'norm_preservation',
-           'generalization_target', 'norm_generalization', 'neg_ignore_mask', 'Objective', 'Finetune', 'AC', 'NegGrad',
-           'HAC']
+           'negative_calibration', 'entailment_calibration', 'norm_regularization', 'cone_gap', 'entailment_exclusion',
+           'entailment_reanchor', 'entailment_swap', 'norm_preservation', 'generalization_target',
+           'norm_generalization', 'neg_ignore_mask', 'Objective', 'Finetune', 'AC', 'NegGrad', 'HAC']
 
 # %% ../nbs/03_losses.ipynb #567bdc7b
 import math
@@ -26,9 +25,9 @@ def _check_geometry(geometry, curv):
     if geometry == "lorentz" and curv is None:
         raise ValueError("geometry='lorentz' needs the curvature: pass curv=model curvature (c > 0)")
 
-def _f32(*xs):
-    "Upcast half-precision tensors to float32 (Lorentz math and losses never run below float32; float64 stays)."
-    return [x.float() if torch.is_tensor(x) and x.dtype in (torch.float16, torch.bfloat16) else x for x in xs]
+def _upcast_all(*xs):
+    "`hac.lorentz._upcast` over several values (non-tensors pass through): losses never run below float32."
+    return [L._upcast(x) if torch.is_tensor(x) else x for x in xs]
 
 def similarity(x: torch.Tensor, # (B, D) embeddings (images)
                y: torch.Tensor, # (N, D) embeddings (texts)
@@ -38,7 +37,7 @@ def similarity(x: torch.Tensor, # (B, D) embeddings (images)
     "Pairwise similarity: cosine (euclidean) or negative Lorentz distance (lorentz)."
     _check_geometry(geometry, curv)
     with torch.autocast(x.device.type, enabled=False):
-        x, y, curv = _f32(x, y, curv)
+        x, y, curv = _upcast_all(x, y, curv)
         if geometry == "euclidean": return F.normalize(x, dim=-1) @ F.normalize(y, dim=-1).T
         return -L.pairwise_dist(x, y, curv=curv)
 
@@ -48,7 +47,7 @@ def rowwise_similarity(x: torch.Tensor, # (B, D)
     "Similarity of each row of `x` with the same row of `y`."
     _check_geometry(geometry, curv)
     with torch.autocast(x.device.type, enabled=False):
-        x, y, curv = _f32(x, y, curv)
+        x, y, curv = _upcast_all(x, y, curv)
         if geometry == "euclidean": return (F.normalize(x, dim=-1) * F.normalize(y, dim=-1)).sum(-1)
         return -L.rowwise_dist(x, y, curv=curv)
 
@@ -70,7 +69,7 @@ def masked_cross_entropy(logits: torch.Tensor, # (B, N) scaled logits
                          ignore: torch.Tensor | None = None, # (B, N) bool, columns that are neither positive nor negative
                         ) -> torch.Tensor: # scalar, mean over rows
     "Cross-entropy where `ignore`d columns are removed from the softmax (the target column is never ignored)."
-    logits = _f32(logits)[0]
+    logits = _upcast_all(logits)[0]
     if ignore is not None:
         ignore = ignore.clone()
         ignore[torch.arange(len(target), device=logits.device), target] = False
@@ -101,7 +100,7 @@ def entailment(general: torch.Tensor, # (B, D) points that should entail (texts,
     "MERU entailment loss mean relu(ext(general, specific) - aper(general)), in float32."
     if general.shape[0] == 0: return general.new_zeros(()).float()
     with torch.autocast(general.device.type, enabled=False):
-        general, specific, curv = _f32(general, specific, curv)
+        general, specific, curv = _upcast_all(general, specific, curv)
         return L.entailment_loss(general, specific, curv=curv, K=K)
 
 def parent_pairs(parent: torch.Tensor, # (K,) long, parent concept of each concept, -1 for a root
@@ -171,7 +170,7 @@ def positive_calibration(img_f: torch.Tensor, # (B_f, D) forget image embeddings
     if geometry == "euclidean": return rowwise_similarity(img_f, txt_f, geometry=geometry).mean()
     _check_geometry(geometry, curv)
     with torch.autocast(img_f.device.type, enabled=False):
-        img_f, txt_f, curv = _f32(img_f, txt_f, curv)
+        img_f, txt_f, curv = _upcast_all(img_f, txt_f, curv)
         d_it = L.rowwise_dist(img_f, txt_f, curv=curv)
         r_i, r_t = L.dist0(img_f, curv=curv), L.dist0(txt_f, curv=curv)
         tiny = torch.finfo(r_t.dtype).eps ** 0.5
@@ -195,7 +194,7 @@ def entailment_calibration(img_f: torch.Tensor, # (B_f, D) forget image embeddin
                            K: float = 0.1) -> torch.Tensor: # scalar
     "L_ec: mean relu(aper(T_f) + margin - ext(T_f, I_f)): forget images leave their concepts' cones."
     with torch.autocast(img_f.device.type, enabled=False):
-        img_f, txt_f, curv = _f32(img_f, txt_f, curv)
+        img_f, txt_f, curv = _upcast_all(img_f, txt_f, curv)
         return F.relu(L.half_aperture(txt_f, curv=curv, K=K) + margin - L.oxy_angle(txt_f, img_f, curv=curv)).mean()
 
 def norm_regularization(x: torch.Tensor, # (B, D) embeddings under the current model (Lorentz)
@@ -205,7 +204,7 @@ def norm_regularization(x: torch.Tensor, # (B, D) embeddings under the current m
                        ) -> torch.Tensor: # scalar
     "L_nr: mean squared change of the distance to the origin, (r(x) - r0(x))^2."
     with torch.autocast(x.device.type, enabled=False):
-        x, x0, curv, curv0 = _f32(x, x0, curv, curv if curv0 is None else curv0)
+        x, x0, curv, curv0 = _upcast_all(x, x0, curv, curv if curv0 is None else curv0)
         return (L.dist0(x, curv=curv) - L.dist0(x0.detach(), curv=curv0).detach()).pow(2).mean()
 
 # %% ../nbs/03_losses.ipynb #0f19d07f
@@ -254,7 +253,7 @@ def cone_gap(general: torch.Tensor, # (B, D) cone apexes (concept texts), Lorent
              *, curv, K: float = 0.1) -> torch.Tensor: # (B,) radians, float32; < 0 inside the cone
     "How far `specific` lies outside the entailment cone of `general`: ext(general, specific) - aper(general)."
     with torch.autocast(general.device.type, enabled=False):
-        general, specific, curv = _f32(general, specific, curv)
+        general, specific, curv = _upcast_all(general, specific, curv)
         return L.oxy_angle(general, specific, curv=curv) - L.half_aperture(general, curv=curv, K=K)
 
 def _ref(x0): return 0.0 if x0 is None else x0.detach().float().clamp_min(0.0)
@@ -302,7 +301,7 @@ def generalization_target(img_f0: torch.Tensor, # (B_f, D) forget images under t
                           *, curv0) -> torch.Tensor: # (B_f,) target radii, detached
     "r* = r0(I_f) - max(0, r0(T_leaf) - r0(T_anc)): the image shifted inward by the leaf-to-ancestor text gap."
     with torch.no_grad(), torch.autocast(img_f0.device.type, enabled=False):
-        img_f0, leaf0, anc0, curv0 = _f32(img_f0, leaf0, anc0, curv0)
+        img_f0, leaf0, anc0, curv0 = _upcast_all(img_f0, leaf0, anc0, curv0)
         r = lambda x: L.dist0(x, curv=curv0)
         return r(img_f0) - (r(leaf0) - r(anc0)).clamp_min(0.0)
 
@@ -312,7 +311,7 @@ def norm_generalization(img_f: torch.Tensor, # (B_f, D) forget images under the 
     "L_gen: mean relu(r(I_f) - r*)^2, zero once each image is at or inside its target radius."
     if img_f.shape[0] == 0: return img_f.new_zeros(()).float()
     with torch.autocast(img_f.device.type, enabled=False):
-        img_f, curv = _f32(img_f, curv)
+        img_f, curv = _upcast_all(img_f, curv)
         return F.relu(L.dist0(img_f, curv=curv) - r_target.detach().float()).pow(2).mean()
 
 # %% ../nbs/03_losses.ipynb #5f685a7b

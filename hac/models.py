@@ -86,10 +86,8 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         "Build from a dict (e.g. a checkpoint's `hac_config`); unknown keys raise a clear error."
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown: raise ValueError(f"ModelConfig: unknown fields {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
+        from hac.config import strict_from_dict
+        return strict_from_dict(cls, d)
 
 def tiny_config(kind: str = "meru", # "meru" or "clip"
                 **overrides) -> ModelConfig:
@@ -324,7 +322,7 @@ def _clamp_st(x: torch.Tensor, lo: float | None = None, hi: float | None = None)
     "Clamp the value, let the gradient through unchanged (MERU clamps the stored data and differentiates exp)."
     return x + (x.clamp(lo, hi) - x).detach()
 
-def _fp32(device: torch.device):
+def _no_autocast(device: torch.device):
     "Context that disables autocast on `device` (geometry and similarities run in float32)."
     return torch.autocast(device_type=device.type, enabled=False)
 
@@ -493,16 +491,16 @@ class CLIP(ContrastiveModel):
     def lift_text(self, raw): return self._normalize(raw)
 
     def _normalize(self, raw):
-        with _fp32(raw.device): return F.normalize(raw.float(), dim=-1)
+        with _no_autocast(raw.device): return F.normalize(raw.float(), dim=-1)
 
     def _prototype(self, raw): # (K, T, D) raw prompt features
-        with _fp32(raw.device): return F.normalize(F.normalize(raw.float(), dim=-1).mean(1), dim=-1)
+        with _no_autocast(raw.device): return F.normalize(F.normalize(raw.float(), dim=-1).mean(1), dim=-1)
 
     def similarity(self, image_emb: torch.Tensor, # (B, D) image embeddings (lifted)
                    text_emb: torch.Tensor, # (K, D) text embeddings (lifted)
                   ) -> torch.Tensor: # (B, K) logits, float32
         "scale * cosine similarity."
-        with _fp32(image_emb.device):
+        with _no_autocast(image_emb.device):
             x, y = F.normalize(image_emb.float(), dim=-1), F.normalize(text_emb.float(), dim=-1)
             return self.logit_scale.float() * (x @ y.T)
 
@@ -545,19 +543,19 @@ class MERU(CLIP):
         return self
 
     def _lift(self, raw, alpha):
-        with _fp32(raw.device):
+        with _no_autocast(raw.device):
             return L.exp_map0(raw.float() * alpha.float(), curv=self.curv.float())
 
     def lift_image(self, raw): return self._lift(raw, self.visual_alpha)
     def lift_text(self, raw): return self._lift(raw, self.textual_alpha)
     def _prototype(self, raw): # mean in the tangent space of the origin, then alpha and exp0
-        with _fp32(raw.device): return self.lift_text(raw.float().mean(1))
+        with _no_autocast(raw.device): return self.lift_text(raw.float().mean(1))
 
     def similarity(self, image_emb: torch.Tensor, # (B, D) points on the hyperboloid (space components)
                    text_emb: torch.Tensor, # (K, D)
                   ) -> torch.Tensor: # (B, K) logits, float32
         "-scale * Lorentz geodesic distance."
-        with _fp32(image_emb.device):
+        with _no_autocast(image_emb.device):
             return -self.logit_scale.float() * L.pairwise_dist(image_emb.float(), text_emb.float(), curv=self.curv.float())
 
 # %% ../nbs/01_models.ipynb #68566cae

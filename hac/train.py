@@ -316,6 +316,29 @@ def _build(cfg: TrainConfig, device):
         frozen = copy.deepcopy(model).eval().requires_grad_(False)
     return model, frozen
 
+def _eval_sets(cfg: TrainConfig, task: Task):
+    "((probe images, labels), (test images, labels)): the val-split probe of `probe_indices` and the test split."
+    val = D.AnimalMNIST("val", seed=cfg.data_seed)
+    pidx = probe_indices(val.labels, task.forget_classes, cfg.probe_size, cfg.data_seed)
+    test = D.AnimalMNIST("test", seed=cfg.data_seed)
+    tidx = torch.randperm(len(test), generator=torch.Generator().manual_seed(cfg.data_seed))[:cfg.test_size or len(test)]
+    tidx = tidx.sort().values
+    return (D.prepare_images(val.images[pidx]), val.labels[pidx]), (D.prepare_images(test.images[tidx]), test.labels[tidx])
+
+_NOT_IDENTITY = ("resume", "progress", "out_dir", "steps")   # fields a resumed run may change
+
+def _resume(cfg, ckpt, model, opt, sched, device, rank) -> tuple[int, list, dict]:
+    "(start step, history, metrics) from `ckpt` when resuming (states loaded in place), else (0, [], {})."
+    if ckpt is None or not cfg.resume or not ckpt.exists(): return 0, [], {}
+    s = torch.load(ckpt, map_location=device, weights_only=False)
+    saved = {k: v for k, v in s["config"].items() if k not in _NOT_IDENTITY}
+    now = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IDENTITY}
+    if json.loads(json.dumps(saved, default=str)) != json.loads(json.dumps(now, default=str)):
+        raise ValueError(f"{ckpt} belongs to a run with another config; use a fresh out_dir or resume=False")
+    model.load_state_dict(s["model"]); opt.load_state_dict(s["optimizer"]); sched.load_state_dict(s["scheduler"])
+    set_rng_state(s["rng"][rank] if isinstance(s["rng"], list) and rank < len(s["rng"]) else s["rng"])
+    return s["step"], s["history"], s.get("metrics", {})
+
 def train(cfg: TrainConfig) -> dict:
     "Run `cfg`; returns {'model', 'history', 'metrics', 'out_dir'} (on every process; files from rank 0 only)."
     if cfg.threads: torch.set_num_threads(cfg.threads)
@@ -339,25 +362,9 @@ def train(cfg: TrainConfig) -> dict:
     ddp = model
     if world > 1:
         ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    # held-out probe (val split) and test split
-    val = D.AnimalMNIST("val", seed=cfg.data_seed)
-    pidx = probe_indices(val.labels, task.forget_classes, cfg.probe_size, cfg.data_seed)
-    probe_x, probe_y = D.prepare_images(val.images[pidx]), val.labels[pidx]
-    test = D.AnimalMNIST("test", seed=cfg.data_seed)
-    tidx = torch.randperm(len(test), generator=torch.Generator().manual_seed(cfg.data_seed))[:cfg.test_size or len(test)]
-    test_x, test_y = D.prepare_images(test.images[tidx.sort().values]), test.labels[tidx.sort().values]
-
-    start, history, metrics = 0, [], {}
+    (probe_x, probe_y), (test_x, test_y) = _eval_sets(cfg, task)
     ckpt = out / "checkpoint.pt" if out else None
-    if ckpt is not None and cfg.resume and ckpt.exists():
-        s = torch.load(ckpt, map_location=device, weights_only=False)
-        saved = {k: v for k, v in s["config"].items() if k not in ("resume", "progress", "out_dir", "steps")}
-        now = {k: v for k, v in cfg.to_dict().items() if k not in ("resume", "progress", "out_dir", "steps")}
-        if json.loads(json.dumps(saved, default=str)) != json.loads(json.dumps(now, default=str)):
-            raise ValueError(f"{ckpt} belongs to a run with another config; use a fresh out_dir or resume=False")
-        model.load_state_dict(s["model"]); opt.load_state_dict(s["optimizer"]); sched.load_state_dict(s["scheduler"])
-        start, history, metrics = s["step"], s["history"], s.get("metrics", {})
-        set_rng_state(s["rng"][rank] if isinstance(s["rng"], list) and rank < len(s["rng"]) else s["rng"])
+    start, history, metrics = _resume(cfg, ckpt, model, opt, sched, device, rank)
     is_main = rank == 0
     if out and is_main:
         out.mkdir(parents=True, exist_ok=True)

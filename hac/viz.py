@@ -461,7 +461,7 @@ def plot_frontier(
                         capsize=2, ls="", zorder=5,
                         label=str(r.get("method", "retrain")))
     # the target is the retrained model (a star), not 0 %: no "lower is better" here
-    ax.set_xlabel("forget accuracy (%); target: retrained model (star)"); ax.set_ylabel("retain accuracy (%)")
+    ax.set_xlabel("forget acc. (%); star = retrained"); ax.set_ylabel("retain accuracy (%)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=6)
     if title: ax.set_title(title)
     return fig

@@ -259,6 +259,7 @@ def plot_confusion_grid(
     forget=None,        # dict title -> that panel's forget classes, or one list used for every panel
     ncols=None,         # panels per row (default all in one row)
     width=TEXT_WIDTH,   # inches
+    annot=None,         # write the numbers in the cells (default: only when a panel is at least 2.2 inches wide)
 ):
     "Confusion heatmaps, each with its own forget rows marked, one shared 0-100 % colour bar; returns fig."
     n = len(cms)
@@ -271,7 +272,8 @@ def plot_confusion_grid(
     axes = np.atleast_1d(axes).ravel()
     for ax, (t, cm) in zip(axes, cms.items()):
         f = forget.get(t, ()) if isinstance(forget, dict) else (forget or ())
-        plot_confusion(ax, cm, list(class_names), forget=f, title=t)
+        plot_confusion(ax, cm, list(class_names), forget=f, title=t,
+                       annot=(width / ncols >= 2.2) if annot is None else annot)   # numbers in tiny cells are unreadable
     for ax in axes[n:]: ax.axis("off")
     fig.colorbar(axes[0].collections[0], ax=list(axes[:n]), shrink=0.6, label="% of true class")
     return fig

@@ -80,7 +80,8 @@ def save_figure(
     formats=("png", "pdf"),  # files to write
     dpi=300,            # raster resolution of the PNG
 ):
-    "Write fig as path_stem.png and .pdf atomically (temp file + os.replace); returns the paths."
+    "Write fig as path_stem.png and .pdf atomically (`hac.reproduce.atomic_file`), byte-identical across runs; returns the paths."
+    from hac.reproduce import atomic_file
     stem = Path(path_stem)
     if stem.suffix in (".png", ".pdf"):
         raise ValueError(f"pass the path without suffix (got {stem}); save_figure adds {formats}")
@@ -88,14 +89,9 @@ def save_figure(
     out = []
     with plt.rc_context(PAPER_RC):
         for fmt in formats:
-            fd, tmp = tempfile.mkstemp(prefix=f".{stem.name}.", suffix=f".{fmt}", dir=stem.parent)
-            os.close(fd)
-            try:
-                fig.savefig(tmp, format=fmt, dpi=dpi)
-                os.replace(tmp, f"{stem}.{fmt}")
-            except BaseException:
-                if os.path.exists(tmp): os.remove(tmp)
-                raise
+            # no creation date in the PDF: the same figure gives the same bytes (clean diffs of paper_figures/)
+            meta = {"CreationDate": None} if fmt == "pdf" else None
+            with atomic_file(f"{stem}.{fmt}", "wb") as f: fig.savefig(f, format=fmt, dpi=dpi, metadata=meta)
             out.append(Path(f"{stem}.{fmt}"))
     return out
 

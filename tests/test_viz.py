@@ -358,3 +358,16 @@ def test_frontier_has_error_bars_and_retrain_point(tmp_path):
     V.save_figure(fig, tmp_path / "frontier"); plt.close(fig)
     with pytest.raises(ValueError, match="retain_acc_std"):
         V.plot_frontier(df.drop(columns="retain_acc_std"))
+
+
+def test_save_figure_is_byte_identical_across_calls(tmp_path):
+    "paper_figures/ diffs stay clean: the same figure saved twice gives the same PNG and PDF bytes (no creation date)."
+    import matplotlib.pyplot as plt
+    from hac.viz import save_figure
+    digests = []
+    for i in range(2):
+        fig, ax = plt.subplots(); ax.plot([1, 2, 3]); ax.set_title("same")
+        paths = save_figure(fig, tmp_path / f"fig{i}"); plt.close(fig)
+        digests.append([p.read_bytes() for p in paths])
+    assert digests[0] == digests[1]
+    assert b"CreationDate" not in digests[0][1]

@@ -616,7 +616,7 @@ def foolbox_images(kind: str = "imagenet", # "imagenet" (512 px colour photos) o
     labels = torch.tensor([int(f.stem.split("_")[-1]) for f in files])
     return torch.stack([read(f) for f in files]), labels
 
-# %% ../nbs/02_data.ipynb #b3cba443
+# %% ../nbs/02_data.ipynb #d6034c80
 def load_redcaps_annotations(paths: str | Path | Sequence[str | Path]) -> list[dict]:
     "Records from RedCaps annotation JSON files (or folders of them); each has image_id, subreddit, caption."
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
@@ -639,6 +639,7 @@ def load_redcaps_annotations(paths: str | Path | Sequence[str | Path]) -> list[d
             out.append({"image_id": str(a["image_id"]), "subreddit": str(a["subreddit"]), "caption": str(a["caption"])})
     return out
 
+# %% ../nbs/02_data.ipynb #5a24a8db
 def _concept_matchers(concepts: dict) -> dict:
     if not isinstance(concepts, dict) or not concepts:
         raise ValueError("concepts must be a non-empty dict: name -> {'subreddits': [...], 'keywords': [...]}")
@@ -655,6 +656,7 @@ def _concept_matchers(concepts: dict) -> dict:
         out[name] = (subs, rx)
     return out
 
+# %% ../nbs/02_data.ipynb #04faa37d
 @dataclass
 class _Source:  # where one pair's image lives
     path: Path | None = None       # a file on disk
@@ -695,6 +697,7 @@ class RedCapsSplit:
         return "\n".join(rows + [f"{'forget (union)':>16}: {len(self.forget)}", f"{'retain':>16}: {len(self.retain)}",
                                  f"{'missing images':>16}: {self.missing_images} of {self.n_records} records"])
 
+# %% ../nbs/02_data.ipynb #59a3c852
 def _scan_shards(shards) -> dict:
     "key -> {'jpg': (tar, member), 'json': dict, 'txt': str} from webdataset-style TAR shards."
     shards = [shards] if isinstance(shards, (str, Path)) else list(shards)
@@ -721,6 +724,50 @@ def _scan_shards(shards) -> dict:
                 elif ext in ("txt", "caption"): e["txt"] = tf.extractfile(m).read().decode("utf-8", "replace").strip()
     return out
 
+# %% ../nbs/02_data.ipynb #73e44d38
+def _folder_pairs(annotations, images_dir) -> tuple[list, list, int, int]:
+    "(records, sources, records considered, missing images) from annotation JSON + images/<subreddit>/<image_id>.<ext>."
+    root = Path(images_dir)
+    if not root.is_dir(): raise FileNotFoundError(f"RedCaps images folder {root} not found; expected images/<subreddit>/<image_id>.jpg")
+    anns = load_redcaps_annotations(annotations)
+    records, sources, missing = [], [], 0
+    for a in anns:
+        src = next((p for sub in (a["subreddit"], "") for ext in (".jpg", ".jpeg", ".png", ".webp")
+                    for p in [root / sub / (a["image_id"] + ext)] if p.is_file()), None)
+        if src is None: missing += 1; continue
+        records.append(dict(a)); sources.append(_Source(path=src))
+    return records, sources, len(anns), missing
+
+def _shard_pairs(shards, annotations=None) -> tuple[list, list, int, int]:
+    "(records, sources, captioned entries considered, entries without an image) from TAR shards (+ optional annotations)."
+    by_id = {a["image_id"]: a for a in load_redcaps_annotations(annotations)} if annotations is not None else {}
+    records, sources, n_records, missing = [], [], 0, 0
+    for key, e in _scan_shards(shards).items():
+        meta = dict(e.get("json") or {})
+        image_id = str(meta.get("image_id", os.path.basename(key)))
+        ann = by_id.get(image_id, {})
+        caption = meta.get("caption", e.get("txt", ann.get("caption")))
+        subreddit = meta.get("subreddit", ann.get("subreddit", ""))
+        if caption is None: continue  # an image without any caption is not a pair
+        n_records += 1
+        if "img" not in e: missing += 1; continue
+        records.append({"image_id": image_id, "subreddit": str(subreddit), "caption": str(caption)})
+        sources.append(_Source(tar=e["img"][0], member=e["img"][1]))
+    return records, sources, n_records, missing
+
+def _split_by_concept(records, sources, matchers) -> tuple[tuple, tuple, dict]:
+    "((forget records, sources), (retain records, sources), matches per concept); records get 'concept' and 'concepts'."
+    counts = {n: 0 for n in matchers}
+    forget, retain = ([], []), ([], [])
+    for r, s in zip(records, sources):
+        hit = [n for n, (subs, rx) in matchers.items() if r["subreddit"].lower() in subs or (rx is not None and rx.search(r["caption"]))]
+        for n in hit: counts[n] += 1
+        r["concept"] = hit[0] if hit else ""
+        r["concepts"] = tuple(hit)
+        (forget if hit else retain)[0].append(r); (forget if hit else retain)[1].append(s)
+    return forget, retain, counts
+
+# %% ../nbs/02_data.ipynb #6768cd17
 def redcaps_forget_retain(concepts: dict, # name -> {'subreddits': [...], 'keywords': [...]}
                           *, annotations=None,  # annotation .json file(s) or folder(s)
                           images_dir: str | Path | None = None,  # images/<subreddit>/<image_id>.jpg (or images/<image_id>.jpg)
@@ -731,40 +778,9 @@ def redcaps_forget_retain(concepts: dict, # name -> {'subreddits': [...], 'keywo
     check_image_format(image_format)
     if shards is None and (annotations is None or images_dir is None):
         raise ValueError("give annotations= together with images_dir=, or shards= (optionally with annotations= for subreddits)")
-    records, sources, missing = [], [], 0
-    if shards is None:
-        root = Path(images_dir)
-        if not root.is_dir(): raise FileNotFoundError(f"RedCaps images folder {root} not found; expected images/<subreddit>/<image_id>.jpg")
-        anns = load_redcaps_annotations(annotations)
-        for a in anns:
-            src = next((p for sub in (a["subreddit"], "") for ext in (".jpg", ".jpeg", ".png", ".webp")
-                        for p in [root / sub / (a["image_id"] + ext)] if p.is_file()), None)
-            if src is None: missing += 1; continue
-            records.append(dict(a)); sources.append(_Source(path=src))
-        n_records = len(anns)
-    else:
-        by_id = {a["image_id"]: a for a in load_redcaps_annotations(annotations)} if annotations is not None else {}
-        entries = _scan_shards(shards)
-        n_records = 0
-        for key, e in entries.items():
-            meta = dict(e.get("json") or {})
-            image_id = str(meta.get("image_id", os.path.basename(key)))
-            ann = by_id.get(image_id, {})
-            caption = meta.get("caption", e.get("txt", ann.get("caption")))
-            subreddit = meta.get("subreddit", ann.get("subreddit", ""))
-            if caption is None: continue  # an image without any caption is not a pair
-            n_records += 1
-            if "img" not in e: missing += 1; continue
-            records.append({"image_id": image_id, "subreddit": str(subreddit), "caption": str(caption)})
-            sources.append(_Source(tar=e["img"][0], member=e["img"][1]))
-    counts = {n: 0 for n in matchers}
-    forget, retain = ([], []), ([], [])
-    for r, s in zip(records, sources):
-        hit = [n for n, (subs, rx) in matchers.items() if r["subreddit"].lower() in subs or (rx is not None and rx.search(r["caption"]))]
-        for n in hit: counts[n] += 1
-        r["concept"] = hit[0] if hit else ""
-        r["concepts"] = tuple(hit)
-        (forget if hit else retain)[0].append(r); (forget if hit else retain)[1].append(s)
+    if shards is None: records, sources, n_records, missing = _folder_pairs(annotations, images_dir)
+    else: records, sources, n_records, missing = _shard_pairs(shards, annotations)
+    forget, retain, counts = _split_by_concept(records, sources, matchers)
     names = tuple(matchers)
     return RedCapsSplit(RedCapsPairs(*forget, names, image_format), RedCapsPairs(*retain, names, image_format),
                         counts, n_records, missing)

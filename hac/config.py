@@ -8,8 +8,6 @@ __all__ = ['METHODS', 'UNLEARN_METHODS', 'TRAIN_PARAMS', 'RUN_METADATA_KEYS', 'P
 
 # %% ../nbs/04a_config.ipynb #8233ccc1
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 

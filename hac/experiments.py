@@ -15,7 +15,7 @@ from .config import TrainConfig, pretrain_config, unlearn_config
 from .reproduce import atomic_write_json, atomic_write_text, params_hash
 
 # %% auto #0
-__all__ = ['cached_train', 'pretrained', 'unlearn_dir', 'unlearn', 'pretrain_job', 'unlearn_job', 'train_many', 'history',
+__all__ = ['cached_train', 'pretrain_job', 'unlearn_dir', 'unlearn_job', 'pretrained', 'unlearn', 'train_many', 'history',
            'protocol', 'record', 'mean_std', 'fmt_mean_std', 'format_table', 'write_table', 'pretrained_from_run',
            'eval_images', 'evaluate_model', 'embedding_maps']
 
@@ -27,52 +27,51 @@ def _same_config(stored: dict, cfg: TrainConfig) -> bool:
     now = json.loads(json.dumps(cfg.to_dict(), default=str))
     return all(stored.get(k) == v for k, v in now.items() if k not in _VOLATILE)
 
+def _is_cached(cfg: TrainConfig, out) -> bool:
+    "True if `out` holds a finished run (metrics.json) of `cfg`."
+    m, c = Path(out) / "metrics.json", Path(out) / "config.json"
+    return m.exists() and c.exists() and _same_config(json.loads(c.read_text()), cfg)
+
 def cached_train(cfg: TrainConfig, out_dir: str | Path) -> dict:
     "Train `cfg` into `out_dir` unless a finished run with the same config is there; returns its metrics."
     out = Path(out_dir)
-    m, c = out / "metrics.json", out / "config.json"
-    if m.exists() and c.exists() and _same_config(json.loads(c.read_text()), cfg):
-        return json.loads(m.read_text())
+    if _is_cached(cfg, out): return json.loads((out / "metrics.json").read_text())
     from hac.train import train
     metrics = train(replace(cfg, out_dir=str(out), progress=False))["metrics"]
     # the resumable checkpoint (model + optimizer) is only needed while a run is unfinished
     (out / "checkpoint.pt").unlink(missing_ok=True)
     return metrics
 
-def pretrained(kind: str, runs_root: str | Path, **overrides) -> tuple[Path, dict]:
-    "Checkpoint path and metrics of the pretrained `kind` ('clip'/'meru') recipe, trained once per config."
-    cfg = pretrain_config(kind, **overrides)
-    key = params_hash({k: v for k, v in cfg.to_dict().items() if k not in _VOLATILE})
-    out = Path(runs_root) / "_cache" / "pretrain" / f"{kind}-{key}"
-    metrics = cached_train(cfg, out)
-    return out / "model.pt", metrics
+def _key(cfg: TrainConfig) -> str: return params_hash({k: v for k, v in cfg.to_dict().items() if k not in _VOLATILE})
 
-def unlearn_dir(cfg: TrainConfig, runs_root: str | Path) -> Path:
-    "Content-addressed folder of an unlearning run: <runs_root>/_cache/unlearn/<method>-<config hash>."
-    key = params_hash({k: v for k, v in cfg.to_dict().items() if k not in _VOLATILE})
-    return Path(runs_root) / "_cache" / "unlearn" / f"{cfg.method}-{key}"
-
-def unlearn(method: str, model_path: str | Path | None, forget: list, runs_root: str | Path, **overrides) -> tuple[dict, Path]:
-    """One cached unlearning run (`method` in finetune | neggrad | ac | hac | retrain): (metrics, run folder).
-
-    Runs with identical configurations share one folder, so experiments that repeat a run (the main table
-    and the baselines table, say) train it once."""
-    cfg = unlearn_config(method, None if model_path is None else str(model_path), list(forget), **overrides)
-    out = unlearn_dir(cfg, runs_root)
-    return cached_train(cfg, out), out
-
-# %% ../nbs/09_experiments.ipynb #626e186e
 def pretrain_job(kind: str, runs_root: str | Path, **overrides) -> tuple[TrainConfig, Path]:
     "(config, cache folder) of a pretraining run of `kind` ('clip' | 'meru') with `overrides`."
     cfg = pretrain_config(kind, **overrides)
-    key = params_hash({k: v for k, v in cfg.to_dict().items() if k not in _VOLATILE})
-    return cfg, Path(runs_root) / "_cache" / "pretrain" / f"{kind}-{key}"
+    return cfg, Path(runs_root) / "_cache" / "pretrain" / f"{kind}-{_key(cfg)}"
+
+def unlearn_dir(cfg: TrainConfig, runs_root: str | Path) -> Path:
+    "Content-addressed folder of an unlearning run: <runs_root>/_cache/unlearn/<method>-<config hash>."
+    return Path(runs_root) / "_cache" / "unlearn" / f"{cfg.method}-{_key(cfg)}"
 
 def unlearn_job(method: str, model_path, forget: list, runs_root: str | Path, **overrides) -> tuple[TrainConfig, Path]:
     "(config, cache folder) of an unlearning (or retrain) run."
     cfg = unlearn_config(method, None if model_path is None else str(model_path), list(forget), **overrides)
     return cfg, unlearn_dir(cfg, runs_root)
 
+def pretrained(kind: str, runs_root: str | Path, **overrides) -> tuple[Path, dict]:
+    "Checkpoint path and metrics of the pretrained `kind` ('clip'/'meru') recipe, trained once per config."
+    cfg, out = pretrain_job(kind, runs_root, **overrides)
+    return out / "model.pt", cached_train(cfg, out)
+
+def unlearn(method: str, model_path: str | Path | None, forget: list, runs_root: str | Path, **overrides) -> tuple[dict, Path]:
+    """One cached unlearning run (`method` in finetune | neggrad | ac | hac | retrain): (metrics, run folder).
+
+    Runs with identical configurations share one folder, so experiments that repeat a run (the main table
+    and the baselines table, say) train it once."""
+    cfg, out = unlearn_job(method, model_path, forget, runs_root, **overrides)
+    return cached_train(cfg, out), out
+
+# %% ../nbs/09_experiments.ipynb #626e186e
 def _run_job(job):
     cfg, out = job
     return cached_train(cfg, out)
@@ -92,10 +91,6 @@ def train_many(jobs: list, # [(TrainConfig, folder), ...] from pretrain_job / un
     for i, job in enumerate(jobs):
         if res[i] is None: res[i] = _run_job(job)
     return res
-
-def _is_cached(cfg, out) -> bool:
-    m, c = Path(out) / "metrics.json", Path(out) / "config.json"
-    return m.exists() and c.exists() and _same_config(json.loads(c.read_text()), cfg)
 
 def history(out: str | Path) -> pd.DataFrame:
     "The logged trajectory of a finished run (history.json) as a frame."

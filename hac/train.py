@@ -15,7 +15,6 @@ import json
 import math
 import os
 import random
-import tempfile
 import time
 from pathlib import Path
 

@@ -10,8 +10,6 @@ __all__ = ['CLASS_NAMES', 'CLASS_COLORS', 'MARKERS', 'COLUMN_WIDTH', 'TEXT_WIDTH
 
 # %% ../nbs/06_viz.ipynb #ecf88045
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 import numpy as np
 import pandas as pd

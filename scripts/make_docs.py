@@ -5,6 +5,8 @@ removed, `#| hide` cells dropped, outputs kept); one API page per module, genera
 docments (fastcore.docments, the nbdev 2 convention, which a static parser cannot read); the experiment and render
 notebooks, executed copies from runs/<exp>/<profile>/executed.ipynb when `make reproduce` left them (else the
 committed notebook, without outputs); and paper_figures/ (every figure and table). Run with the project's .venv.
+The maths (`$...$`, `$$...$$`) stays TeX here: mkdocs typesets it at build time as MathML through the hook
+docs-support/mathml_hook.py (mkdocs.yml), so the site needs no MathJax and works offline.
 """
 import importlib
 import inspect

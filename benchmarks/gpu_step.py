@@ -83,7 +83,7 @@ def count_flops(fn) -> tuple[float, dict]:
 
 # ---------------------------------------------------------------- synthetic batch
 class Tables:
-    "Taxonomy tables of one forget set, as `hac.train.Task` builds them (truth, parents, leaves, anchors)."
+    "Taxonomy tables of one forget set, as `hac.pairs.AnimalMNISTBatches` builds them (truth, parents, leaves, anchors)."
     def __init__(self, forget: str = FORGET):
         from hac.data import load_taxonomy
         tx = self.tx = load_taxonomy()
@@ -210,8 +210,8 @@ def attention_report(model) -> dict:
                      "(F.scaled_dot_product_attention, no mask)"}
     txt = getattr(model.textual, "resblocks", None)
     if txt is not None and isinstance(txt[0].attn, nn.MultiheadAttention):
-        out["text"] = ("nn.MultiheadAttention(need_weights=False) -> F.scaled_dot_product_attention with an explicit "
-                       "causal mask (no is_causal hint: the flash kernel cannot take it)")
+        out["text"] = ("nn.MultiheadAttention(need_weights=False, is_causal=True) -> F.scaled_dot_product_attention "
+                       "with the causal hint (the flash kernel applies on CUDA)")
     return out
 
 

@@ -216,6 +216,10 @@ def main(argv=None):
             lines.append(line)
     text = header + "\n".join(lines) + "\n"
     print(text)
+    # keep the hand-written notes and sections (e.g. the GPU measurements of gpu_step.py) after the end marker
+    begin, end = "<!-- benchmarks/run.py writes from here ... -->", "<!-- ... to here; the notes below are kept -->"
+    old = Path(args.out).read_text() if Path(args.out).exists() else ""
+    text = f"{begin}\n{text.rstrip()}\n{end}\n" + (old.split(end, 1)[1].lstrip("\n") if end in old else "")
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.out)), suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         f.write(text)

@@ -13,10 +13,7 @@ from pathlib import Path
 
 from .losses import ENT_MODES, NORM_MODES
 
-# %% ../nbs/04a_config.ipynb #20688c9e
-METHODS = ("pretrain", "retrain", "finetune", "neggrad", "ac", "hac")
-UNLEARN_METHODS = ("finetune", "neggrad", "ac", "hac")
-TRAIN_PARAMS = ("all", "image", "proj")
+# %% ../nbs/04a_config.ipynb #2d98970f
 def strict_from_dict(cls, d: dict):
     "Build dataclass `cls` from `d`; keys that are not fields raise a ValueError naming them and the valid ones."
     known = {f.name for f in fields(cls)}
@@ -24,8 +21,61 @@ def strict_from_dict(cls, d: dict):
     if unknown: raise ValueError(f"{cls.__name__}: unknown fields {unknown}; known fields: {sorted(known)}")
     return cls(**d)
 
-RUN_METADATA_KEYS = ("hac_version", "world_size", "git_commit")  # written beside the fields by train(), not fields
+# %% ../nbs/04a_config.ipynb #40c640ac
+METHODS = ("pretrain", "retrain", "finetune", "neggrad", "ac", "hac")
+UNLEARN_METHODS = ("finetune", "neggrad", "ac", "hac")
+TRAIN_PARAMS = ("all", "image", "proj")
 
+def _bad(msg): raise ValueError(f"TrainConfig: {msg}")
+
+def _check_choices(cfg):
+    "method, model, train_params, precision, ent_mode and norm_mode name values that exist."
+    if cfg.method not in METHODS: _bad(f"method must be one of {METHODS}, got {cfg.method!r}")
+    if cfg.model not in ("meru", "clip"): _bad(f"model must be 'meru' or 'clip', got {cfg.model!r}")
+    if cfg.train_params not in TRAIN_PARAMS: _bad(f"train_params must be one of {TRAIN_PARAMS}, got {cfg.train_params!r}")
+    if cfg.precision not in ("fp32", "bf16"): _bad(f"precision must be 'fp32' or 'bf16', got {cfg.precision!r}")
+    if cfg.ent_mode not in ENT_MODES: _bad(f"ent_mode must be one of {ENT_MODES}, got {cfg.ent_mode!r}")
+    if cfg.norm_mode not in NORM_MODES: _bad(f"norm_mode must be one of {NORM_MODES}, got {cfg.norm_mode!r}")
+
+# %% ../nbs/04a_config.ipynb #110636de
+def _normalize_lists(cfg):
+    "forget as a list (a single string becomes [string]), betas as a tuple; changes cfg in place."
+    if isinstance(cfg.forget, str): cfg.forget = [cfg.forget]
+    cfg.forget, cfg.betas = list(cfg.forget), tuple(cfg.betas)
+
+def _check_method_needs(cfg):
+    "Unlearning needs a checkpoint (model_path); unlearning and retraining need concepts to forget."
+    if cfg.method in UNLEARN_METHODS and not cfg.model_path:
+        _bad(f"method {cfg.method!r} unlearns a trained model: set model_path (a checkpoint)")
+    if cfg.method in UNLEARN_METHODS + ("retrain",) and not cfg.forget:
+        _bad(f"method {cfg.method!r} needs the concepts to forget: set forget, e.g. ['dog']")
+
+# %% ../nbs/04a_config.ipynb #a4333739
+_POSITIVE_INTS = ("steps", "batch_size", "forget_batch", "log_every", "probe_size")   # ints >= 1, not bools
+_COUNTS = ("warmup", "ckpt_every", "threads", "test_size")                            # ints >= 0 (0: off / all)
+
+def _check_ints(cfg):
+    "The fields of _POSITIVE_INTS are ints >= 1 (not bools), those of _COUNTS ints >= 0."
+    for f in _POSITIVE_INTS:
+        v = getattr(cfg, f)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1: _bad(f"{f} must be a positive int, got {v!r}")
+    for f in _COUNTS:
+        v = getattr(cfg, f)
+        if not isinstance(v, int) or v < 0: _bad(f"{f} must be an int >= 0, got {v!r}")
+
+# %% ../nbs/04a_config.ipynb #621864b4
+_NON_NEGATIVE = ("entail_weight", "parent_weight", "alpha", "beta", "ent", "norm", "retain_weight", "ascent_weight",
+                 "weight_decay", "grad_clip", "margin")
+
+def _check_ranges(cfg):
+    "lr > 0, min_lr_ratio and leaf_share in [0, 1], the fields of _NON_NEGATIVE >= 0 (NaN fails every rule)."
+    if not cfg.lr > 0: _bad(f"lr must be > 0, got {cfg.lr}")
+    if not 0 <= cfg.min_lr_ratio <= 1: _bad(f"min_lr_ratio must be in [0, 1], got {cfg.min_lr_ratio}")
+    if not 0 <= cfg.leaf_share <= 1: _bad(f"leaf_share must be in [0, 1], got {cfg.leaf_share}")
+    for f in _NON_NEGATIVE:
+        if not getattr(cfg, f) >= 0: _bad(f"{f} must be >= 0, got {getattr(cfg, f)}")
+
+# %% ../nbs/04a_config.ipynb #20688c9e
 @dataclass
 class TrainConfig:
     "Everything one training run needs (see the field comments); `hac.train.train(cfg)` runs it."
@@ -81,59 +131,42 @@ class TrainConfig:
     progress: bool = True             # tqdm progress bar
 
     def __post_init__(self):
-        def bad(msg): raise ValueError(f"TrainConfig: {msg}")
-        if self.method not in METHODS: bad(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.model not in ("meru", "clip"): bad(f"model must be 'meru' or 'clip', got {self.model!r}")
-        if self.train_params not in TRAIN_PARAMS: bad(f"train_params must be one of {TRAIN_PARAMS}, got {self.train_params!r}")
-        if self.precision not in ("fp32", "bf16"): bad(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
-        if self.ent_mode not in ENT_MODES: bad(f"ent_mode must be one of {ENT_MODES}, got {self.ent_mode!r}")
-        if self.norm_mode not in NORM_MODES: bad(f"norm_mode must be one of {NORM_MODES}, got {self.norm_mode!r}")
-        if isinstance(self.forget, str): self.forget = [self.forget]
-        self.forget, self.betas = list(self.forget), tuple(self.betas)
-        if self.method in UNLEARN_METHODS:
-            if not self.model_path: bad(f"method {self.method!r} unlearns a trained model: set model_path (a checkpoint)")
-        if self.method in UNLEARN_METHODS + ("retrain",) and not self.forget:
-            bad(f"method {self.method!r} needs the concepts to forget: set forget, e.g. ['dog']")
-        for f in ("steps", "batch_size", "forget_batch", "log_every", "probe_size"):
-            v = getattr(self, f)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1: bad(f"{f} must be a positive int, got {v!r}")
-        for f in ("warmup", "ckpt_every", "threads", "test_size"):
-            v = getattr(self, f)
-            if not isinstance(v, int) or v < 0: bad(f"{f} must be an int >= 0, got {v!r}")
-        if not self.lr > 0: bad(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.min_lr_ratio <= 1: bad(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if not 0 <= self.leaf_share <= 1: bad(f"leaf_share must be in [0, 1], got {self.leaf_share}")
-        for f in ("entail_weight", "parent_weight", "alpha", "beta", "ent", "norm", "retain_weight", "ascent_weight",
-                  "weight_decay", "grad_clip", "margin"):
-            if not getattr(self, f) >= 0: bad(f"{f} must be >= 0, got {getattr(self, f)}")
+        "Validate and normalize (the first failing rule raises a ValueError)."
+        _check_choices(self); _normalize_lists(self); _check_method_needs(self); _check_ints(self); _check_ranges(self)
 
-    @property
-    def unlearning(self) -> bool: return self.method in UNLEARN_METHODS
+# %% ../nbs/04a_config.ipynb #b78de35c
+def _unlearning(self) -> bool: return self.method in UNLEARN_METHODS
 
-    def to_dict(self) -> dict: return asdict(self)
+def _to_dict(self) -> dict: return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        "Rebuild from `to_dict()` output; unknown keys raise a clear error."
-        return strict_from_dict(cls, d)
+def _from_dict(cls, d: dict) -> "TrainConfig":
+    "Rebuild from `to_dict()` output; unknown keys raise a clear error."
+    return strict_from_dict(cls, d)
 
-    def save(self, path) -> Path:
-        "Write the config as JSON (atomically)."
-        return write_json(path, self.to_dict())
+TrainConfig.unlearning = property(_unlearning)
+TrainConfig.to_dict, TrainConfig.from_dict = _to_dict, classmethod(_from_dict)
 
-    @classmethod
-    def load(cls, path) -> "TrainConfig":
-        "Read a config.json written by `save` or by `hac.train.train` (its run metadata keys are dropped)."
-        path = Path(path)
-        if not path.exists(): raise FileNotFoundError(f"no config file at {path}")
-        d = json.loads(path.read_text())
-        return cls.from_dict({k: v for k, v in d.items() if k not in RUN_METADATA_KEYS})
+# %% ../nbs/04a_config.ipynb #64d560bd
+RUN_METADATA_KEYS = ("hac_version", "world_size", "git_commit", "sources")  # written beside the fields by train(), not fields (sources: real data)
 
 def write_json(path, obj) -> Path:
     "Atomic JSON write (indent 1; non-JSON values as str) through the package's one atomic writer, `hac.reproduce.atomic_file`."
     from hac.reproduce import atomic_file
     with atomic_file(path, "w") as f: json.dump(obj, f, indent=1, default=str)
     return Path(path)
+
+def _save(self, path) -> Path:
+    "Write the config as JSON (atomically)."
+    return write_json(path, self.to_dict())
+
+def _load(cls, path) -> "TrainConfig":
+    "Read a config.json written by `save` or by `hac.train.train` (its run metadata keys are dropped)."
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f"no config file at {path}")
+    d = json.loads(path.read_text())
+    return cls.from_dict({k: v for k, v in d.items() if k not in RUN_METADATA_KEYS})
+
+TrainConfig.save, TrainConfig.load = _save, classmethod(_load)
 
 # %% ../nbs/04a_config.ipynb #4b77b54b
 PRETRAIN_RECIPES = {   # 400 steps x 128 pairs (~7 epochs): about 87 % zero-shot; steps=600, lr=2e-3 gives about 89-90 %

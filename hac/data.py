@@ -9,7 +9,7 @@ __all__ = ['ANIMAL_MNIST_VERSION', 'ANIMAL_MNIST_CLASSES', 'ANIMAL_MNIST_FILES',
            'unpickle_array', 'load_animal_mnist', 'split_indices', 'data_dir', 'Taxonomy', 'load_taxonomy', 'templates',
            'fill_template', 'captions_for', 'caption_vocabulary', 'CaptionDraw', 'sample_captions',
            'check_image_format', 'prepare_images', 'load_image', 'AnimalMNIST', 'ForgetRetain', 'forget_retain',
-           'LabelledImageFolder', 'foolbox_images', 'load_redcaps_annotations', 'RedCapsPairs', 'RedCapsSplit',
+           'LabelledImageFolder', 'foolbox_images', 'load_redcaps_annotations', 'Pairs', 'RedCapsSplit',
            'redcaps_forget_retain']
 
 # %% ../nbs/02_data.ipynb #dec10052
@@ -113,22 +113,9 @@ def unpickle_array(data: bytes) -> np.ndarray:
                                      + (f" of dtype {obj.dtype}" if isinstance(obj, np.ndarray) else ""))
     return obj
 
-# %% ../nbs/02_data.ipynb #c092fcdb
-def load_animal_mnist(*, source_dir: str | Path | None = None, # folder with the two .gz files (default: the installed package's)
-                      cache_dir: str | Path | None = None,     # where the verified .npz goes (default `default_cache_dir()`)
-                      use_cache: bool = True,                  # read/write the .npz cache
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    "Animal-MNIST as (images uint8 (10000, 28, 28) in [0, 255], labels int64 (10000,) in [0, 10)), sha256-verified."
-    cache = None
-    if use_cache:
-        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        cache = cache / f"animal_mnist-{ANIMAL_MNIST_VERSION}-{ANIMAL_MNIST_ARRAYS_SHA256[:12]}.npz"
-        if cache.is_file():
-            try:
-                with np.load(cache, allow_pickle=False) as z: images, labels = z["images"], z["labels"]
-                if _arrays_sha256(images, labels) == ANIMAL_MNIST_ARRAYS_SHA256: return images, labels
-            except (OSError, ValueError, KeyError): pass  # unreadable or stale cache: rebuild it below
-    d = Path(source_dir) if source_dir is not None else animal_mnist_dir()
+# %% ../nbs/02_data.ipynb #52e17693
+def _verified_arrays(d: Path) -> tuple[np.ndarray, np.ndarray]:
+    "Animal-MNIST from the two gzip pickles in `d`: each file's sha256 checked before unpickling, the arrays' after."
     arrays = {}
     for key, (fname, sha) in ANIMAL_MNIST_FILES.items():
         p = d / fname
@@ -144,13 +131,40 @@ def load_animal_mnist(*, source_dir: str | Path | None = None, # folder with the
     labels = np.ascontiguousarray(arrays["labels"], dtype=np.int64)
     if images.shape != (10000, 28, 28) or labels.shape != (10000,) or _arrays_sha256(images, labels) != ANIMAL_MNIST_ARRAYS_SHA256:
         raise ValueError(f"Animal-MNIST arrays have unexpected content (images {images.shape}, labels {labels.shape}); {_INSTALL_FIX}")
-    if cache is not None:
-        try:  # atomic write; a read-only cache location only costs the unpickling next time
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp.npz")
-            np.savez(tmp, images=images, labels=labels)
-            os.replace(tmp, cache)
-        except OSError: pass
+    return images, labels
+
+# %% ../nbs/02_data.ipynb #9fe04138
+def _read_cache(cache: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    "The cached (images, labels) if `cache` is a readable .npz with the expected content hash, else None."
+    if cache.is_file():
+        try:
+            with np.load(cache, allow_pickle=False) as z: images, labels = z["images"], z["labels"]
+            if _arrays_sha256(images, labels) == ANIMAL_MNIST_ARRAYS_SHA256: return images, labels
+        except (OSError, ValueError, KeyError): pass  # unreadable or stale cache: rebuild it
+    return None
+
+def _write_cache(cache: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    "Write the arrays to `cache` atomically (`hac.reproduce.atomic_file`); OSError (read-only location) is ignored."
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        from hac.reproduce import atomic_file   # the one atomic writer (imported here: reproduce is a later module)
+        with atomic_file(cache, "wb", suffix=".npz") as f: np.savez(f, images=images, labels=labels)
+    except OSError: pass
+
+# %% ../nbs/02_data.ipynb #c092fcdb
+def load_animal_mnist(*, source_dir: str | Path | None = None, # folder with the two .gz files (default: the installed package's)
+                      cache_dir: str | Path | None = None,     # where the verified .npz goes (default `default_cache_dir()`)
+                      use_cache: bool = True,                  # read/write the .npz cache
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    "Animal-MNIST as (images uint8 (10000, 28, 28) in [0, 255], labels int64 (10000,) in [0, 10)), sha256-verified."
+    cache = None
+    if use_cache:
+        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        cache = cache / f"animal_mnist-{ANIMAL_MNIST_VERSION}-{ANIMAL_MNIST_ARRAYS_SHA256[:12]}.npz"
+        hit = _read_cache(cache)
+        if hit is not None: return hit
+    images, labels = _verified_arrays(Path(source_dir) if source_dir is not None else animal_mnist_dir())
+    if cache is not None: _write_cache(cache, images, labels)
     return images, labels
 
 # %% ../nbs/02_data.ipynb #f28dc57d
@@ -187,6 +201,24 @@ def data_dir() -> Path:
     raise FileNotFoundError("cannot find the hac repository's data/ folder (with taxonomy.json); "
                             "install hac with `make install` (editable) or set HAC_DATA_DIR")
 
+# %% ../nbs/02_data.ipynb #5bdc6c8e
+def _tree_links(nodes: dict, classes: list, root: str) -> tuple[dict, dict, list]:
+    "(parent, children, pre-order) of taxonomy `nodes`; ValueError unless they form one tree under `root` with leaves `classes`."
+    parent = {n: d.get("parent") for n, d in nodes.items()}
+    roots = [n for n, p in parent.items() if p is None]
+    if roots != [root]: raise ValueError(f"taxonomy must have exactly one root {root!r}, found {roots}")
+    for n, p in parent.items():
+        if p is not None and p not in nodes: raise ValueError(f"taxonomy node {n!r} has unknown parent {p!r}")
+    children = {n: tuple(m for m in nodes if parent[m] == n) for n in nodes}
+    order, stack = [], [root]  # pre-order walk: also proves every node is reachable (no cycles)
+    while stack:
+        n = stack.pop(); order.append(n); stack.extend(reversed(children[n]))
+    if len(order) != len(nodes): raise ValueError(f"taxonomy has nodes unreachable from {root!r}: {sorted(set(nodes) - set(order))}")
+    leaves = {n for n in nodes if not children[n]}
+    if leaves != set(classes) or len(classes) != len(set(classes)):
+        raise ValueError(f"taxonomy leaves {sorted(leaves)} must be exactly the classes {classes}")
+    return parent, children, order
+
 # %% ../nbs/02_data.ipynb #25261328
 class Taxonomy:
     "A concept tree: every node has one parent (the root none); leaves are the data set's classes, in label order."
@@ -194,20 +226,8 @@ class Taxonomy:
         try: nodes, classes, root = spec["nodes"], list(spec["classes"]), spec["root"]
         except (KeyError, TypeError) as e: raise ValueError(f"taxonomy spec needs 'root', 'classes' and 'nodes' ({e!r})") from None
         self.name = spec.get("name", "taxonomy")
-        self._parent = {n: d.get("parent") for n, d in nodes.items()}
-        roots = [n for n, p in self._parent.items() if p is None]
-        if roots != [root]: raise ValueError(f"taxonomy must have exactly one root {root!r}, found {roots}")
-        for n, p in self._parent.items():
-            if p is not None and p not in nodes: raise ValueError(f"taxonomy node {n!r} has unknown parent {p!r}")
-        self._children = {n: tuple(m for m in nodes if self._parent[m] == n) for n in nodes}
+        self._parent, self._children, order = _tree_links(nodes, classes, root)
         self.root = root
-        order, stack = [], [root]  # pre-order walk: also proves every node is reachable (no cycles)
-        while stack:
-            n = stack.pop(); order.append(n); stack.extend(reversed(self._children[n]))
-        if len(order) != len(nodes): raise ValueError(f"taxonomy has nodes unreachable from {root!r}: {sorted(set(nodes) - set(order))}")
-        leaves = {n for n in nodes if not self._children[n]}
-        if leaves != set(classes) or len(classes) != len(set(classes)):
-            raise ValueError(f"taxonomy leaves {sorted(leaves)} must be exactly the classes {classes}")
         self.concepts = tuple(order)   # all nodes, root first, each parent before its children
         self.classes = tuple(classes)  # leaves in label order
         self._plural = {n: d.get("plural", n + "s") for n, d in nodes.items()}
@@ -229,56 +249,76 @@ class Taxonomy:
         owner = [c for c in self.concepts if isinstance(name, str) and name.lower() in (s.lower() for s in self._syn[c] + (self._plural[c],))]
         hint = f" ('{name}' is a synonym or plural of {owner[0]!r})" if owner else ""
         raise ValueError(f"unknown concept {name!r}{hint}; valid concepts: {', '.join(self.concepts)}")
-
-    def index(self, c: str) -> int: "Position of `c` in `concepts`."; return self._index[self.check(c)]
-    def class_index(self, c: str) -> int:
-        "Label of a class (leaf)."
-        if self.check(c) not in self._cls_index: raise ValueError(f"{c!r} is not a class (leaf); classes: {', '.join(self.classes)}")
-        return self._cls_index[c]
-    def parent(self, c: str) -> str | None: "The parent concept (None for the root)."; return self._parent[self.check(c)]
-    def children(self, c: str) -> tuple[str, ...]: "Direct children, in file order."; return self._children[self.check(c)]
-    def is_leaf(self, c: str) -> bool: "True for a class."; return not self._children[self.check(c)]
-    def ancestors(self, c: str) -> tuple[str, ...]:
-        "Proper ancestors, nearest first: ancestors('dog') = ('canine', 'carnivore', 'mammal', 'animal')."
-        out, p = [], self.parent(c)
-        while p is not None: out.append(p); p = self._parent[p]
-        return tuple(out)
-    def path(self, c: str) -> tuple[str, ...]: "`c` and its ancestors, specific to generic."; return (self.check(c),) + self.ancestors(c)
-    def level(self, c: str) -> int: "Edges from the root: level(root) = 0."; return len(self.ancestors(c))
-    @property
-    def depth(self) -> int: "Largest level (the tree has depth + 1 levels)."; return max(self.level(c) for c in self.concepts)
-    def descendants(self, c: str) -> tuple[str, ...]: "All nodes below `c` (pre-order), excluding `c`."; return tuple(n for n in self.concepts if n != c and c in self.ancestors(n))
-    def leaves_under(self, c: str) -> tuple[str, ...]:
-        "Classes covered by `c`, in label order (a class covers itself)."
-        c = self.check(c); return tuple(k for k in self.classes if k == c or c in self.ancestors(k))
-    def lca(self, a: str, b: str) -> str:
-        "Lowest common ancestor (a node is its own ancestor here)."
-        pa = self.path(a); return next(n for n in self.path(b) if n in pa)
-    def shared_depth(self, a: str, b: str) -> int:
-        "Level of the lowest common ancestor: the semantic nearness of `a` and `b` (larger = nearer)."
-        return self.level(self.lca(a, b))
-    def tree_distance(self, a: str, b: str) -> int:
-        "Number of edges between `a` and `b` (0 for the same node); short to shallow nodes (bird), so rank nearness by `shared_depth`."
-        m = self.lca(a, b); return self.level(a) + self.level(b) - 2 * self.level(m)
-    def plural(self, c: str) -> str: return self._plural[self.check(c)]
-    def gloss(self, c: str) -> str: return self._gloss[self.check(c)]
-    def synonyms(self, c: str) -> tuple[str, ...]: "Other words for `c` (never used in training captions)."; return self._syn[self.check(c)]
-    def terms(self, c: str) -> tuple[str, ...]:
-        "Every surface form of `c`: name, plural, synonyms (deduplicated, in that order); for leakage audits."
-        return tuple(dict.fromkeys((self.check(c), self._plural[c]) + self._syn[c]))
-    def tree(self, show_gloss: bool = False) -> str:
-        "Text drawing of the tree."
-        lines = []
-        def walk(n, prefix, last, top):
-            label = n + (f"  ({self._gloss[n]})" if show_gloss and self._gloss[n] else "")
-            lines.append(label if top else prefix + ("└── " if last else "├── ") + label)
-            kids = self._children[n]
-            for i, k in enumerate(kids): walk(k, prefix + ("" if top else ("    " if last else "│   ")), i == len(kids) - 1, False)
-        walk(self.root, "", True, True)
-        return "\n".join(lines)
     def __contains__(self, c) -> bool: return c in self._index
     def __len__(self) -> int: return len(self.concepts)
     def __repr__(self) -> str: return f"Taxonomy({self.name!r}: {len(self)} concepts, {len(self.classes)} classes, depth {self.depth})"
+
+# %% ../nbs/02_data.ipynb #3f169b6e
+def _attach(cls, **methods):
+    "Add `methods` (name -> function or property) to `cls`, named as if written in the class body."
+    for name, m in methods.items():
+        f = m.fget if isinstance(m, property) else m
+        f.__name__, f.__qualname__ = name, f"{cls.__name__}.{name}"
+        setattr(cls, name, m)
+
+# %% ../nbs/02_data.ipynb #6723872a
+def _tax_index(self, c: str) -> int: "Position of `c` in `concepts`."; return self._index[self.check(c)]
+def _tax_class_index(self, c: str) -> int:
+    "Label of a class (leaf)."
+    if self.check(c) not in self._cls_index: raise ValueError(f"{c!r} is not a class (leaf); classes: {', '.join(self.classes)}")
+    return self._cls_index[c]
+def _tax_parent(self, c: str) -> str | None: "The parent concept (None for the root)."; return self._parent[self.check(c)]
+def _tax_children(self, c: str) -> tuple[str, ...]: "Direct children, in file order."; return self._children[self.check(c)]
+def _tax_is_leaf(self, c: str) -> bool: "True for a class."; return not self._children[self.check(c)]
+def _tax_ancestors(self, c: str) -> tuple[str, ...]:
+    "Proper ancestors, nearest first: ancestors('dog') = ('canine', 'carnivore', 'mammal', 'animal')."
+    out, p = [], self.parent(c)
+    while p is not None: out.append(p); p = self._parent[p]
+    return tuple(out)
+def _tax_path(self, c: str) -> tuple[str, ...]: "`c` and its ancestors, specific to generic."; return (self.check(c),) + self.ancestors(c)
+def _tax_level(self, c: str) -> int: "Edges from the root: level(root) = 0."; return len(self.ancestors(c))
+def _tax_depth(self) -> int: "Largest level (the tree has depth + 1 levels)."; return max(self.level(c) for c in self.concepts)
+
+_attach(Taxonomy, index=_tax_index, class_index=_tax_class_index, parent=_tax_parent, children=_tax_children,
+        is_leaf=_tax_is_leaf, ancestors=_tax_ancestors, path=_tax_path, level=_tax_level, depth=property(_tax_depth))
+
+# %% ../nbs/02_data.ipynb #31937d42
+def _tax_descendants(self, c: str) -> tuple[str, ...]: "All nodes below `c` (pre-order), excluding `c`."; return tuple(n for n in self.concepts if n != c and c in self.ancestors(n))
+def _tax_leaves_under(self, c: str) -> tuple[str, ...]:
+    "Classes covered by `c`, in label order (a class covers itself)."
+    c = self.check(c); return tuple(k for k in self.classes if k == c or c in self.ancestors(k))
+def _tax_lca(self, a: str, b: str) -> str:
+    "Lowest common ancestor (a node is its own ancestor here)."
+    pa = self.path(a); return next(n for n in self.path(b) if n in pa)
+def _tax_shared_depth(self, a: str, b: str) -> int:
+    "Level of the lowest common ancestor: the semantic nearness of `a` and `b` (larger = nearer)."
+    return self.level(self.lca(a, b))
+def _tax_tree_distance(self, a: str, b: str) -> int:
+    "Number of edges between `a` and `b` (0 for the same node); short to shallow nodes (bird), so rank nearness by `shared_depth`."
+    m = self.lca(a, b); return self.level(a) + self.level(b) - 2 * self.level(m)
+
+_attach(Taxonomy, descendants=_tax_descendants, leaves_under=_tax_leaves_under, lca=_tax_lca, shared_depth=_tax_shared_depth,
+        tree_distance=_tax_tree_distance)
+
+# %% ../nbs/02_data.ipynb #09cab6b2
+def _tax_plural(self, c: str) -> str: return self._plural[self.check(c)]
+def _tax_gloss(self, c: str) -> str: return self._gloss[self.check(c)]
+def _tax_synonyms(self, c: str) -> tuple[str, ...]: "Other words for `c` (never used in training captions)."; return self._syn[self.check(c)]
+def _tax_terms(self, c: str) -> tuple[str, ...]:
+    "Every surface form of `c`: name, plural, synonyms (deduplicated, in that order); for leakage audits."
+    return tuple(dict.fromkeys((self.check(c), self._plural[c]) + self._syn[c]))
+def _tax_tree(self, show_gloss: bool = False) -> str:
+    "Text drawing of the tree."
+    lines = []
+    def walk(n, prefix, last, top):
+        label = n + (f"  ({self._gloss[n]})" if show_gloss and self._gloss[n] else "")
+        lines.append(label if top else prefix + ("└── " if last else "├── ") + label)
+        kids = self._children[n]
+        for i, k in enumerate(kids): walk(k, prefix + ("" if top else ("    " if last else "│   ")), i == len(kids) - 1, False)
+    walk(self.root, "", True, True)
+    return "\n".join(lines)
+
+_attach(Taxonomy, plural=_tax_plural, gloss=_tax_gloss, synonyms=_tax_synonyms, terms=_tax_terms, tree=_tax_tree)
 
 def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
     "The Animal-MNIST taxonomy (shipped with the package as `hac/assets/taxonomy.json`), or the one at `path`."
@@ -309,6 +349,7 @@ _CLIP_IMAGENET = (
     'itap of a {}.', 'graffiti of the {}.', 'a toy {}.', 'itap of my {}.', 'a photo of a cool {}.',
     'a photo of a small {}.', 'a tattoo of the {}.',)
 
+# %% ../nbs/02_data.ipynb #ad798e18
 TEMPLATE_SETS = {
     # ours: Animal-MNIST images are small white silhouettes on black
     "animal_mnist": ("a photo of a {}.", "a silhouette of a {}.", "a white silhouette of a {}.",
@@ -337,6 +378,7 @@ def templates(name: str = "animal_mnist") -> tuple[str, ...]:
         raise ValueError(f"unknown template set {name!r}; valid names: {', '.join(TEMPLATE_SETS)}")
     return TEMPLATE_SETS[name]
 
+# %% ../nbs/02_data.ipynb #5a5549d9
 def fill_template(template: str, concept: str, *, fix_articles: bool = False) -> str:
     "Insert `concept` into `template`; optionally turn 'a' into 'an' before a vowel."
     s = template.format(concept)
@@ -412,6 +454,7 @@ def prepare_images(x: torch.Tensor, # uint8 (N, H, W) / (N, C, H, W) in [0, 255]
     if x.shape[1] == 1 and c_out == 3: x = x.repeat(1, 3, 1, 1)
     return x.clamp_(0.0, 1.0)
 
+# %% ../nbs/02_data.ipynb #731f8376
 def load_image(source: str | Path | bytes, image_format: str = "full") -> torch.Tensor:
     "Read one image file (or its bytes) -> float32 (C, S, S) in [0, 1]: shorter side resized, centre-cropped."
     c_out, side = IMAGE_FORMATS[check_image_format(image_format)]
@@ -462,54 +505,61 @@ class AnimalMNIST(Dataset):
         self.caption_ids = torch.from_numpy(d.caption_ids[self.indices])  # (N,) into self.vocabulary
         return self
 
-    @property
-    def captions(self) -> list[str]: return [self.vocabulary[i] for i in self.caption_ids.tolist()]
-    @property
-    def concepts(self) -> list[str]: return [self.taxonomy.concepts[i] for i in self.concept_ids.tolist()]
-    @property
-    def caption_levels(self) -> torch.Tensor:
-        "(N,) level of the concept each caption names (0 = root)."
-        lv = torch.tensor([self.taxonomy.level(c) for c in self.taxonomy.concepts]); return lv[self.concept_ids]
-    def __len__(self) -> int: return len(self.labels)
-    def __getitem__(self, i: int):
-        img = prepare_images(self.images[i:i + 1], self.image_format)[0]
-        return img, self.vocabulary[int(self.caption_ids[i])], int(self.labels[i]), self.taxonomy.concepts[int(self.concept_ids[i])]
+# %% ../nbs/02_data.ipynb #b5f76b6b
+def _mnist_captions(self) -> list[str]: return [self.vocabulary[i] for i in self.caption_ids.tolist()]
+def _mnist_concepts(self) -> list[str]: return [self.taxonomy.concepts[i] for i in self.concept_ids.tolist()]
+def _mnist_caption_levels(self) -> torch.Tensor:
+    "(N,) level of the concept each caption names (0 = root)."
+    lv = torch.tensor([self.taxonomy.level(c) for c in self.taxonomy.concepts]); return lv[self.concept_ids]
+def _mnist_len(self) -> int: return len(self.labels)
+def _mnist_getitem(self, i: int):
+    img = prepare_images(self.images[i:i + 1], self.image_format)[0]
+    return img, self.vocabulary[int(self.caption_ids[i])], int(self.labels[i]), self.taxonomy.concepts[int(self.concept_ids[i])]
+def _mnist_class_counts(self) -> dict[str, int]:
+    "Images per class."
+    return dict(zip(self.classes, torch.bincount(self.labels, minlength=len(self.classes)).tolist()))
+def _mnist_repr(self) -> str:
+    return f"AnimalMNIST(split={self.split!r}, n={len(self)}, image_format={self.image_format!r}, leaf_share={self.leaf_share})"
 
-    def subset(self, idx: Sequence[int] | np.ndarray | torch.Tensor) -> "AnimalMNIST":
-        "A view-like copy with the items at positions `idx` (captions, fast paths and all kept)."
-        idx = torch.as_tensor(np.asarray(idx, dtype=np.int64).reshape(-1))
-        new = copy.copy(self)
-        new.indices = self.indices[idx.numpy()]
-        for k in ("images", "labels", "concept_ids", "caption_ids"): setattr(new, k, getattr(self, k)[idx])
-        return new
+_attach(AnimalMNIST, captions=property(_mnist_captions), concepts=property(_mnist_concepts),
+        caption_levels=property(_mnist_caption_levels), __len__=_mnist_len, __getitem__=_mnist_getitem,
+        class_counts=_mnist_class_counts, __repr__=_mnist_repr)
 
-    def image_tensor(self, image_format: str | None = None, max_bytes: float = 2 * 2**30) -> torch.Tensor:
-        "The whole split as one float32 (N, C, S, S) tensor in [0, 1]; refuses more than `max_bytes` (use `batches`)."
-        c, s = IMAGE_FORMATS[check_image_format(image_format or self.image_format)]
-        need = len(self) * c * s * s * 4
-        if need > max_bytes:
-            raise ValueError(f"{len(self)} images as {c}x{s}x{s} float32 need {need / 2**30:.1f} GiB > max_bytes; use .batches()")
-        return prepare_images(self.images, image_format or self.image_format)
+# %% ../nbs/02_data.ipynb #14b86e53
+def _mnist_subset(self, idx: Sequence[int] | np.ndarray | torch.Tensor) -> "AnimalMNIST":
+    "A view-like copy with the items at positions `idx` (captions, fast paths and all kept)."
+    idx = torch.as_tensor(np.asarray(idx, dtype=np.int64).reshape(-1))
+    new = copy.copy(self)
+    new.indices = self.indices[idx.numpy()]
+    for k in ("images", "labels", "concept_ids", "caption_ids"): setattr(new, k, getattr(self, k)[idx])
+    return new
 
-    def batches(self, batch_size: int = 256, *, shuffle: bool = False, seed: int = 0, drop_last: bool = False,
-                image_format: str | None = None) -> Iterator[dict]:
-        "Vectorised batches: dicts with images (B,C,S,S), captions, caption_ids, labels, concepts, concept_ids, index."
-        if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(len(self))
-        stop = len(self) - (len(self) % batch_size if drop_last else 0)
-        for s in range(0, stop, batch_size):
-            b = order[s:s + batch_size]
-            cid = self.caption_ids[b]
-            yield {"images": prepare_images(self.images[b], image_format or self.image_format),
-                   "captions": [self.vocabulary[i] for i in cid.tolist()], "caption_ids": cid,
-                   "labels": self.labels[b], "concept_ids": self.concept_ids[b],
-                   "concepts": [self.taxonomy.concepts[i] for i in self.concept_ids[b].tolist()], "index": b}
+def _mnist_image_tensor(self, image_format: str | None = None, max_bytes: float = 2 * 2**30) -> torch.Tensor:
+    "The whole split as one float32 (N, C, S, S) tensor in [0, 1]; refuses more than `max_bytes` (use `batches`)."
+    c, s = IMAGE_FORMATS[check_image_format(image_format or self.image_format)]
+    need = len(self) * c * s * s * 4
+    if need > max_bytes:
+        raise ValueError(f"{len(self)} images as {c}x{s}x{s} float32 need {need / 2**30:.1f} GiB > max_bytes; use .batches()")
+    return prepare_images(self.images, image_format or self.image_format)
 
-    def class_counts(self) -> dict[str, int]:
-        "Images per class."
-        return dict(zip(self.classes, torch.bincount(self.labels, minlength=len(self.classes)).tolist()))
-    def __repr__(self) -> str:
-        return f"AnimalMNIST(split={self.split!r}, n={len(self)}, image_format={self.image_format!r}, leaf_share={self.leaf_share})"
+_attach(AnimalMNIST, subset=_mnist_subset, image_tensor=_mnist_image_tensor)
+
+# %% ../nbs/02_data.ipynb #4833c0f0
+def _mnist_batches(self, batch_size: int = 256, *, shuffle: bool = False, seed: int = 0, drop_last: bool = False,
+                   image_format: str | None = None) -> Iterator[dict]:
+    "Vectorised batches: dicts with images (B,C,S,S), captions, caption_ids, labels, concepts, concept_ids, index."
+    if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(len(self))
+    stop = len(self) - (len(self) % batch_size if drop_last else 0)
+    for s in range(0, stop, batch_size):
+        b = order[s:s + batch_size]
+        cid = self.caption_ids[b]
+        yield {"images": prepare_images(self.images[b], image_format or self.image_format),
+               "captions": [self.vocabulary[i] for i in cid.tolist()], "caption_ids": cid,
+               "labels": self.labels[b], "concept_ids": self.concept_ids[b],
+               "concepts": [self.taxonomy.concepts[i] for i in self.concept_ids[b].tolist()], "index": b}
+
+_attach(AnimalMNIST, batches=_mnist_batches)
 
 # %% ../nbs/02_data.ipynb #640cffb3
 @dataclass
@@ -541,6 +591,7 @@ def _resolve_concepts(concepts, classes, taxonomy) -> tuple[tuple[str, ...], tup
             raise ValueError(f"unknown concept {c!r}{hint}; valid names: {', '.join(valid)}")
     return concepts, tuple(k for k in classes if k in out)
 
+# %% ../nbs/02_data.ipynb #87c29699
 def forget_retain(data, # AnimalMNIST, a split name ('train'/'val'/'test'/'all'), or a dataset with .labels and .classes
                   concepts: str | Sequence[str], # classes or taxonomy nodes to forget
                   *, taxonomy: Taxonomy | None = None, # default: the dataset's, else data/taxonomy.json
@@ -663,8 +714,8 @@ class _Source:  # where one pair's image lives
     tar: Path | None = None        # or a member of a TAR shard
     member: tarfile.TarInfo | None = None
 
-class RedCapsPairs(Dataset):
-    "Image-caption pairs; items are (image (C,S,S) float in [0,1], caption str, label int, concept str) (label -1, concept '' when retained)."
+class Pairs(Dataset):
+    "Image-caption pairs read from files or TAR shards (RedCaps, CSV/JSONL, webdataset shards, image folders); items are (image (C,S,S) float in [0,1], caption str, label int, concept str) (label -1, concept '' when retained)."
     def __init__(self, records: list[dict], sources: list[_Source], concept_names: Sequence[str], image_format: str = "full"):
         self.records, self.sources, self.image_format = records, sources, check_image_format(image_format)
         self.concept_names = tuple(concept_names)
@@ -682,13 +733,14 @@ class RedCapsPairs(Dataset):
         r = self.records[i]
         return load_image(self._bytes(self.sources[i]), self.image_format), r["caption"], int(self.labels[i]), r["concept"]
     def __getstate__(self): d = dict(self.__dict__); d["_tars"] = {}; return d
-    def __repr__(self) -> str: return f"RedCapsPairs(n={len(self)}, image_format={self.image_format!r})"
+    def __repr__(self) -> str: return f"Pairs(n={len(self)}, image_format={self.image_format!r})"
 
+# %% ../nbs/02_data.ipynb #785399f8
 @dataclass
 class RedCapsSplit:
     "RedCaps forget/retain pairs and the counts behind them."
-    forget: RedCapsPairs
-    retain: RedCapsPairs
+    forget: Pairs
+    retain: Pairs
     counts: dict                    # concept -> matched pairs with an image (a pair may match several concepts)
     n_records: int                  # annotation records considered
     missing_images: int             # records skipped because their image is not on disk
@@ -738,6 +790,7 @@ def _folder_pairs(annotations, images_dir) -> tuple[list, list, int, int]:
         records.append(dict(a)); sources.append(_Source(path=src))
     return records, sources, len(anns), missing
 
+# %% ../nbs/02_data.ipynb #0b23032c
 def _shard_pairs(shards, annotations=None) -> tuple[list, list, int, int]:
     "(records, sources, captioned entries considered, entries without an image) from TAR shards (+ optional annotations)."
     by_id = {a["image_id"]: a for a in load_redcaps_annotations(annotations)} if annotations is not None else {}
@@ -755,6 +808,7 @@ def _shard_pairs(shards, annotations=None) -> tuple[list, list, int, int]:
         sources.append(_Source(tar=e["img"][0], member=e["img"][1]))
     return records, sources, n_records, missing
 
+# %% ../nbs/02_data.ipynb #39eba1ac
 def _split_by_concept(records, sources, matchers) -> tuple[tuple, tuple, dict]:
     "((forget records, sources), (retain records, sources), matches per concept); records get 'concept' and 'concepts'."
     counts = {n: 0 for n in matchers}
@@ -782,5 +836,5 @@ def redcaps_forget_retain(concepts: dict, # name -> {'subreddits': [...], 'keywo
     else: records, sources, n_records, missing = _shard_pairs(shards, annotations)
     forget, retain, counts = _split_by_concept(records, sources, matchers)
     names = tuple(matchers)
-    return RedCapsSplit(RedCapsPairs(*forget, names, image_format), RedCapsPairs(*retain, names, image_format),
+    return RedCapsSplit(Pairs(*forget, names, image_format), Pairs(*retain, names, image_format),
                         counts, n_records, missing)

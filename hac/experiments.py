@@ -42,6 +42,7 @@ def cached_train(cfg: TrainConfig, out_dir: str | Path) -> dict:
     (out / "checkpoint.pt").unlink(missing_ok=True)
     return metrics
 
+# %% ../nbs/09_experiments.ipynb #0df737d6
 def _key(cfg: TrainConfig) -> str: return params_hash({k: v for k, v in cfg.to_dict().items() if k not in _VOLATILE})
 
 def pretrain_job(kind: str, runs_root: str | Path, **overrides) -> tuple[TrainConfig, Path]:
@@ -58,6 +59,7 @@ def unlearn_job(method: str, model_path, forget: list, runs_root: str | Path, **
     cfg = unlearn_config(method, None if model_path is None else str(model_path), list(forget), **overrides)
     return cfg, unlearn_dir(cfg, runs_root)
 
+# %% ../nbs/09_experiments.ipynb #4d8802d4
 def pretrained(kind: str, runs_root: str | Path, **overrides) -> tuple[Path, dict]:
     "Checkpoint path and metrics of the pretrained `kind` ('clip'/'meru') recipe, trained once per config."
     cfg, out = pretrain_job(kind, runs_root, **overrides)
@@ -92,6 +94,7 @@ def train_many(jobs: list, # [(TrainConfig, folder), ...] from pretrain_job / un
         if res[i] is None: res[i] = _run_job(job)
     return res
 
+# %% ../nbs/09_experiments.ipynb #36912b44
 def history(out: str | Path) -> pd.DataFrame:
     "The logged trajectory of a finished run (history.json) as a frame."
     p = Path(out) / "history.json"
@@ -126,6 +129,7 @@ def record(metrics: dict, **meta) -> dict:
     row["train_time_s"] = metrics.get("train_time_s")
     return row
 
+# %% ../nbs/09_experiments.ipynb #379f996b
 def mean_std(df: pd.DataFrame, by: list[str], cols: list[str]) -> pd.DataFrame:
     "Mean, sample std and count of `cols` per group of `by` (columns `<col>_mean`, `<col>_std`, `n`)."
     missing = [c for c in [*by, *cols] if c not in df.columns]
@@ -137,6 +141,7 @@ def mean_std(df: pd.DataFrame, by: list[str], cols: list[str]) -> pd.DataFrame:
     out["n"] = g.size()
     return out.reset_index()
 
+# %% ../nbs/09_experiments.ipynb #5ae0a9f6
 def fmt_mean_std(mean: float, std: float, digits: int = 1) -> str:
     "'mean ± std' ('mean' alone when std is undefined, i.e. one seed)."
     if mean is None or (isinstance(mean, float) and math.isnan(mean)): return "n/a"
@@ -151,6 +156,7 @@ def format_table(stats: pd.DataFrame, by: list[str], cols: dict[str, str], digit
     t["seeds"] = stats["n"].astype(int)
     return t
 
+# %% ../nbs/09_experiments.ipynb #fef13669
 def write_table(stats: pd.DataFrame, table: pd.DataFrame, stem: str | Path, caption: str) -> list[Path]:
     "Write `stem`.csv (numbers), `stem`.md and `stem`.tex (formatted), atomically; returns the paths."
     stem = Path(stem)
@@ -211,14 +217,30 @@ def evaluate_model(model, images, labels, *, forget: list[int], class_names=None
     rep["text_sim"] = np.asarray(rep["text_sim"])
     return rep
 
+# %% ../nbs/09_experiments.ipynb #221edfc2
+def _map_2d(method: str, X, curv, *, perplexity: float, n_iter: int, seed: int):
+    "(N, 2) map of features `X` (N, D) by `method`; `curv` None for CLIP, MERU's curvature otherwise."
+    import numpy as np
+    from hac.hyptsne import cosne, hyperbolic_tsne, tangent_features, tsne
+    if method == "tsne":
+        Y = tsne((X if curv is None else tangent_features(X, curv=curv)).numpy(), perplexity=perplexity, n_iter=n_iter,
+                 metric="cosine" if curv is None else "euclidean", seed=seed)
+    elif method in ("htsne", "cosne"):
+        if curv is None:
+            raise ValueError(f"embedding_maps: {method!r} needs a hyperbolic (MERU) model")
+        f = hyperbolic_tsne if method == "htsne" else cosne
+        Y = f(X, curv=curv, perplexity=perplexity, n_iter=n_iter)
+    else:
+        raise ValueError(f"embedding_maps: unknown method {method!r}; use tsne, htsne or cosne")
+    return np.asarray(Y)
+
+# %% ../nbs/09_experiments.ipynb #23e0f485
 def embedding_maps(model, images, labels, *, methods=("tsne",), n_iter: int = 250, seed: int = 0,
                    class_names=None, template_set: str = "animal_mnist", perplexity: float = 30.0) -> pd.DataFrame:
     "2-D maps of image embeddings and class-prototype texts: columns method, kind, label, x, y."
-    import numpy as np
     import torch
     from hac.data import ANIMAL_MNIST_CLASSES, templates
     from hac.evaluate import encode_images, model_curv
-    from hac.hyptsne import cosne, hyperbolic_tsne, tangent_features, tsne
     names = list(class_names or ANIMAL_MNIST_CLASSES)
     with torch.no_grad():
         feats = encode_images(model, images)
@@ -230,16 +252,6 @@ def embedding_maps(model, images, labels, *, methods=("tsne",), n_iter: int = 25
     perp = min(perplexity, (len(X) - 1) / 3.5)
     frames = []
     for m in methods:
-        if m == "tsne":
-            Y = tsne((X if curv is None else tangent_features(X, curv=curv)).numpy(), perplexity=perp, n_iter=n_iter,
-                     metric="cosine" if curv is None else "euclidean", seed=seed)
-        elif m in ("htsne", "cosne"):
-            if curv is None:
-                raise ValueError(f"embedding_maps: {m!r} needs a hyperbolic (MERU) model")
-            f = hyperbolic_tsne if m == "htsne" else cosne
-            Y = f(X, curv=curv, perplexity=perp, n_iter=n_iter)
-        else:
-            raise ValueError(f"embedding_maps: unknown method {m!r}; use tsne, htsne or cosne")
-        Y = np.asarray(Y)
+        Y = _map_2d(m, X, curv, perplexity=perp, n_iter=n_iter, seed=seed)
         frames.append(pd.DataFrame({"method": m, "kind": kind, "label": lab, "x": Y[:, 0], "y": Y[:, 1]}))
     return pd.concat(frames, ignore_index=True)

@@ -107,6 +107,13 @@ def _pca2(V):
     return out if out.shape[1] == 2 else torch.nn.functional.pad(out, (0, 2 - out.shape[1]))
 
 # %% ../nbs/06a_hyptsne.ipynb #f9d64386
+def _check_radii(radii, N):
+    if radii is None: return None
+    radii = torch.as_tensor(radii).double().reshape(-1)
+    if radii.shape[0] != N or not torch.isfinite(radii).all() or (radii < 0).any():
+        raise ValueError(f"radii must be {N} finite non-negative distances to the origin")
+    return radii
+
 def _init_map(D, radii, init, *, norm_weight, radius_scale, init_radius, seed):
     "Initial disk points (N, 2): principal directions, tangent norms from the input radii."
     N = D.shape[0]
@@ -120,6 +127,7 @@ def _init_map(D, radii, init, *, norm_weight, radius_scale, init_radius, seed):
     r0 = radius_scale * radii if norm_weight > 0 else rad / rad.max().clamp_min(1e-12) * init_radius
     return poincare_expmap0(u * r0[:, None])
 
+# %% ../nbs/06a_hyptsne.ipynb #83cdc033
 def _riemannian_tsne_step(Y, grad, upd, gains, *, lr, momentum):
     "One openTSNE-style step (momentum, gains) along the Riemannian gradient; returns Y, upd, gains."
     lam = _conformal(Y)
@@ -129,12 +137,49 @@ def _riemannian_tsne_step(Y, grad, upd, gains, *, lr, momentum):
     Y_new = ball_expmap(Y, upd)
     return Y_new, upd * lam / _conformal(Y_new), gains
 
-def _check_radii(radii, N):
-    if radii is None: return None
-    radii = torch.as_tensor(radii).double().reshape(-1)
-    if radii.shape[0] != N or not torch.isfinite(radii).all() or (radii < 0).any():
-        raise ValueError(f"radii must be {N} finite non-negative distances to the origin")
-    return radii
+# %% ../nbs/06a_hyptsne.ipynb #296cf1cc
+def _map_loss(Y, P, eye, *, alpha, gamma, norm_weight, radii, radius_scale):
+    "t-SNE objective in the disk (exaggeration alpha, kernel scale gamma) plus the CO-SNE radius term; a scalar."
+    w = (1 + (poincare_pdist(Y) / gamma) ** 2).reciprocal().masked_fill(eye, 0.0)
+    loss = -alpha * (P * w.clamp_min(1e-300).log()).sum() + w.sum().log()
+    if norm_weight > 0:
+        loss = loss + norm_weight * ((poincare_dist0(Y[:len(radii)]) - radius_scale * radii) ** 2).sum()
+    return loss
+
+# %% ../nbs/06a_hyptsne.ipynb #f558d32c
+def _descend(Y, loss_fn, *, n_iter, early_iter, exaggeration, lr, fixed=None, history=False):
+    "n_iter Riemannian steps on loss_fn(Y, alpha); row `fixed` stays put. Returns (Y, list of losses if history)."
+    upd, gains, hist = torch.zeros_like(Y), torch.ones_like(Y), []
+    for it in range(n_iter):
+        alpha, mom = (exaggeration, 0.5) if it < early_iter else (1.0, 0.8)
+        Y.requires_grad_(True)
+        loss = loss_fn(Y, alpha)
+        (grad,) = torch.autograd.grad(loss, Y)
+        if fixed is not None: grad[fixed] = 0.0
+        with torch.no_grad():
+            Y, upd, gains = _riemannian_tsne_step(Y.detach(), grad, upd, gains, lr=lr, momentum=mom)
+        if history: hist.append(loss.item())
+    return Y, hist
+
+# %% ../nbs/06a_hyptsne.ipynb #5853db32
+def _embed_args(D, radii, *, norm_weight, anchor_origin, lr, gamma, n_iter, early_iter):
+    "Checked inputs and step settings of `embed_poincare`: (D float64, radii or None, lr, early_iter)."
+    D = _check_dist_matrix(D)
+    N = D.shape[0]
+    radii = _check_radii(radii, N)
+    if (norm_weight > 0 or anchor_origin) and radii is None:
+        raise ValueError("norm_weight > 0 (CO-SNE) and anchor_origin need radii, the input distances to the origin")
+    lr = max(N / 12, 50) * gamma**2 if lr == "auto" else lr
+    early_iter = min(early_iter, n_iter // 3)  # keep 2/3 of the iterations for the unexaggerated phase
+    if n_iter < 1 or early_iter < 0 or lr <= 0 or gamma <= 0:
+        raise ValueError("need n_iter >= 1, early_iter >= 0, lr > 0 and gamma > 0")
+    return D, radii, lr, early_iter
+
+def _with_origin(D, Y, radii):
+    "d(O, x_i) = r_i: the origin joins the input (last row and column of D) and sits at y = 0 (last row of Y)."
+    D = torch.cat([torch.cat([D, radii[:, None]], 1), torch.cat([radii, radii.new_zeros(1)])[None]])
+    Y = torch.cat([Y, Y.new_zeros(1, 2)])
+    return D, Y
 
 # %% ../nbs/06a_hyptsne.ipynb #b7e21c4a
 def embed_poincare(
@@ -156,33 +201,17 @@ def embed_poincare(
     return_history=False,  # also return the loss history (list of floats)
 ):
     "Neighbour embedding of a distance matrix into the Poincare disk (curvature -1): (N, 2) float64."
-    D = _check_dist_matrix(D)
+    D, radii, lr, early_iter = _embed_args(D, radii, norm_weight=norm_weight, anchor_origin=anchor_origin, lr=lr,
+                                           gamma=gamma, n_iter=n_iter, early_iter=early_iter)
     N = D.shape[0]
-    radii = _check_radii(radii, N)
-    if (norm_weight > 0 or anchor_origin) and radii is None:
-        raise ValueError("norm_weight > 0 (CO-SNE) and anchor_origin need radii, the input distances to the origin")
-    lr = max(N / 12, 50) * gamma**2 if lr == "auto" else lr
-    early_iter = min(early_iter, n_iter // 3)  # keep 2/3 of the iterations for the unexaggerated phase
-    if n_iter < 1 or early_iter < 0 or lr <= 0 or gamma <= 0:
-        raise ValueError("need n_iter >= 1, early_iter >= 0, lr > 0 and gamma > 0")
     Y = _init_map(D, radii, init, norm_weight=norm_weight, radius_scale=radius_scale, init_radius=init_radius, seed=seed)
-    if anchor_origin:  # d(O, x_i) = r_i: the origin joins the input and sits at y = 0
-        D = torch.cat([torch.cat([D, radii[:, None]], 1), torch.cat([radii, radii.new_zeros(1)])[None]])
-        Y = torch.cat([Y, Y.new_zeros(1, 2)])
+    if anchor_origin: D, Y = _with_origin(D, Y, radii)
     P = joint_affinities(D, perplexity=perplexity, seed=seed)
-    eye, upd, gains, hist = torch.eye(len(D), dtype=torch.bool), torch.zeros_like(Y), torch.ones_like(Y), []
-    for it in range(n_iter):
-        alpha, mom = (exaggeration, 0.5) if it < early_iter else (1.0, 0.8)
-        Y.requires_grad_(True)
-        w = (1 + (poincare_pdist(Y) / gamma) ** 2).reciprocal().masked_fill(eye, 0.0)
-        loss = -alpha * (P * w.clamp_min(1e-300).log()).sum() + w.sum().log()
-        if norm_weight > 0:
-            loss = loss + norm_weight * ((poincare_dist0(Y[:N]) - radius_scale * radii) ** 2).sum()
-        (grad,) = torch.autograd.grad(loss, Y)
-        if anchor_origin: grad[N] = 0.0
-        with torch.no_grad():
-            Y, upd, gains = _riemannian_tsne_step(Y.detach(), grad, upd, gains, lr=lr, momentum=mom)
-        if return_history: hist.append(loss.item())
+    eye = torch.eye(len(D), dtype=torch.bool)
+    loss_fn = lambda Y, alpha: _map_loss(Y, P, eye, alpha=alpha, gamma=gamma, norm_weight=norm_weight, radii=radii,
+                                         radius_scale=radius_scale)
+    Y, hist = _descend(Y, loss_fn, n_iter=n_iter, early_iter=early_iter, exaggeration=exaggeration, lr=lr,
+                       fixed=N if anchor_origin else None, history=return_history)
     Y = Y[:N].detach().clone()
     if not torch.isfinite(Y).all():
         raise RuntimeError("embedding diverged (non-finite coordinates): lower lr")
@@ -203,6 +232,7 @@ def _lorentz_inputs(x, curv):
     D = D.masked_fill(torch.eye(len(x), dtype=torch.bool), 0.0)
     return D, r, V
 
+# %% ../nbs/06a_hyptsne.ipynb #72bcbf8e
 def hyperbolic_tsne(
     x,                  # (N, D) Lorentz space components (MERU features after exp_map0)
     *,
@@ -286,6 +316,7 @@ def radius_rank_correlation(r_high, r_low):
     "Spearman rank correlation between input (N,) and map (N,) distances to the origin."
     return float(spearmanr(np.asarray(torch.as_tensor(r_high).double()), np.asarray(torch.as_tensor(r_low).double())).statistic)
 
+# %% ../nbs/06a_hyptsne.ipynb #c5b1a83b
 def map_quality(
     x,              # (N, D) Lorentz space components of the input points
     Y,              # (N, 2) map coordinates

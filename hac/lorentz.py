@@ -38,6 +38,7 @@ def _curv(curv, ref: Tensor) -> Tensor:
         raise ValueError(f"curv must be a finite positive number (curvature is -curv), got {curv!r}")
     return torch.tensor(float(curv), dtype=ref.dtype, device=ref.device)
 
+# %% ../nbs/00_lorentz.ipynb #571b3e37
 def _sqnorm(x: Tensor, keepdim: bool = False) -> Tensor:
     "Squared Euclidean norm over the last dim."
     return (x * x).sum(-1, keepdim=keepdim)
@@ -119,9 +120,73 @@ def dist0(
     sc = _curv(curv, x).sqrt()
     return torch.asinh(sc * _norm(x)) / sc
 
-# %% ../nbs/00_lorentz.ipynb #79c77d73
+# %% ../nbs/00_lorentz.ipynb #d9354f7f
+def _norm_diff(x: Tensor, y: Tensor, nx: Tensor, ny: Tensor) -> Tensor:
+    "|x| - |y| from the exact difference of the inputs, (B,); nx, ny: their safe norms (>= _den, so the division is safe)."
+    return ((x - y) * (x + y)).sum(-1) / (nx + ny)
+
+def _radial_excess(nx: Tensor, ny: Tensor, dr: Tensor, c: Tensor, sc: Tensor) -> Tensor:
+    "E_r = (cosh(A - B) - 1)/c for norms nx, ny, dr = |x| - |y|, sc = sqrt(c); no cancelling subtraction, (B,)."
+    a, b = sc * nx, sc * ny
+    # s = sinh(A - B), with a - b from the exact input difference
+    s = sc * dr * (a + b) / (a * (1 + b * b).sqrt() + b * (1 + a * a).sqrt()).clamp_min(_den(nx.dtype))
+    return s * s / (c * (1 + (1 + s * s).sqrt()))
+
+# %% ../nbs/00_lorentz.ipynb #0ba5fbcb
+def _angular_excess(x: Tensor, y: Tensor, nx: Tensor, ny: Tensor, dr: Tensor) -> Tensor:
+    "E_a = |x||y|(1 - cos theta), measured from the longer vector; dr = |x| - |y| from `_norm_diff`, (B,)."
+    # angular part, measured from the longer vector p (division by |p| is safe)
+    swap = (nx < ny)[:, None]
+    p, q = torch.where(swap, y, x), torch.where(swap, x, y)
+    npn, nqn = torch.maximum(nx, ny), torch.minimum(nx, ny)
+    w = (p - q) - dr.abs()[:, None] * (q / nqn[:, None])   # |p| - |q| = |dr|, never a difference of norms
+    return nqn * _sqnorm(w) / (2 * npn)
+
+# %% ../nbs/00_lorentz.ipynb #81935798
+def rowwise_dist(
+    x: Tensor,  # space components, (B, D)
+    y: Tensor,  # space components, (B, D)
+    *, curv: float | Tensor,  # curvature is -curv
+) -> Tensor:  # geodesic distances d(x_i, y_i), (B,)
+    "Geodesic distance of matching rows, accurate for nearby points (no acosh near 1)."
+    x, y = _upcast(x), _upcast(y)
+    c = _curv(curv, x)
+    nx, ny = _norm(x), _norm(y)
+    dr = _norm_diff(x, y, nx, ny)
+    sc = c.sqrt()
+    e = _radial_excess(nx, ny, dr, c, sc) + _angular_excess(x, y, nx, ny, dr)
+    # clamp before the square root: finite gradient at coincident points
+    return 2 * torch.asinh((c * e / 2).clamp_min(_tiny(x.dtype)).sqrt()) / sc
+
+# %% ../nbs/00_lorentz.ipynb #66af8f41
 _REFINE_RHO = {torch.float32: 2e-2, torch.float64: 1e-7}
 
+def _lorentz_gemm(x: Tensor, y: Tensor, xt: Tensor, yt: Tensor, c: Tensor) -> Tensor:
+    "z = -c <x_i, y_j>_L for every pair, one matrix product of time-augmented rows, (B, N)."
+    a = torch.cat([x, xt[:, None]], -1)                   # (B, D+1)
+    b = torch.cat([-c * y, c * yt[:, None]], -1)          # (N, D+1): a @ b.T = -c <x, y>_L
+    return a @ b.T
+
+def _near_pairs(z: Tensor, xt: Tensor, yt: Tensor, c: Tensor, rho: float) -> Tensor | None:
+    "Boolean (B, N) mask of the pairs to refine, or None when there are none."
+    if not z.numel(): return None
+    # a superset of the pairs with z - 1 < rho c x_t y_t (per-row bound with the largest y_t),
+    # searched only in rows whose smallest z is below the bound (one cheap reduction pass)
+    bound = 1 + rho * c * xt * yt.max()
+    rows = (z.detach().amin(1) < bound).nonzero().flatten()
+    if not rows.numel(): return None
+    near = torch.zeros_like(z, dtype=torch.bool)
+    near[rows] = z.detach()[rows] < bound[rows, None]
+    return near
+
+def _refine_near(d: Tensor, near: Tensor, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
+    "d with the pairs of `near` recomputed by `rowwise_dist` (out of place)."
+    idx = near.nonzero(as_tuple=True)
+    if idx[0].numel():
+        d = d.index_put(idx, rowwise_dist(x[idx[0]], y[idx[1]], curv=c))
+    return d
+
+# %% ../nbs/00_lorentz.ipynb #79c77d73
 def _acosh_(z: Tensor) -> Tensor:
     "In-place acosh for z >= 1 (values below 1 are rounding: clamped to 1, i.e. distance 0)."
     z.clamp_min_(1.0)
@@ -135,33 +200,17 @@ def _acosh(z: Tensor) -> Tensor:
     # clamp z^2-1 away from 0: at coincident points the gradient 1/sqrt(z^2-1) would be infinite
     return torch.log(z + (z * z - 1).clamp_min(_tiny(z.dtype)).sqrt())
 
-# %% ../nbs/00_lorentz.ipynb #fb8a696a
-def rowwise_dist(
-    x: Tensor,  # space components, (B, D)
-    y: Tensor,  # space components, (B, D)
-    *, curv: float | Tensor,  # curvature is -curv
-) -> Tensor:  # geodesic distances d(x_i, y_i), (B,)
-    "Geodesic distance of matching rows, accurate for nearby points (no acosh near 1)."
-    x, y = _upcast(x), _upcast(y)
-    c = _curv(curv, x)
-    tiny = _tiny(x.dtype)
-    nx, ny = _norm(x), _norm(y)
-    # radial part: s = sinh(A - B), with a - b from the exact input difference
-    dr = ((x - y) * (x + y)).sum(-1) / (nx + ny)            # = |x| - |y|  (norms >= _den: safe)
-    sc = c.sqrt()
-    a, b = sc * nx, sc * ny
-    s = sc * dr * (a + b) / (a * (1 + b * b).sqrt() + b * (1 + a * a).sqrt()).clamp_min(_den(x.dtype))
-    e_rad = s * s / (c * (1 + (1 + s * s).sqrt()))
-    # angular part, measured from the longer vector p (division by |p| is safe)
-    swap = (nx < ny)[:, None]
-    p, q = torch.where(swap, y, x), torch.where(swap, x, y)
-    npn, nqn = torch.maximum(nx, ny), torch.minimum(nx, ny)
-    w = (p - q) - dr.abs()[:, None] * (q / nqn[:, None])   # |p| - |q| = |dr|, never a difference of norms
-    e_ang = nqn * _sqnorm(w) / (2 * npn)
-    e = e_rad + e_ang
-    # clamp before the square root: finite gradient at coincident points
-    return 2 * torch.asinh((c * e / 2).clamp_min(tiny).sqrt()) / sc
+def _z_to_dist(z: Tensor, c: Tensor, *, grad: bool, huge: bool) -> Tensor:
+    "acosh(z)/sqrt(c), (B, N); without grad and huge, in place on z, in row chunks that stay in cache."
+    if grad or huge:
+        return (torch.acosh(z.clamp_min(1.0)) if huge and not grad else _acosh(z)) / c.sqrt()
+    inv = 1 / c.sqrt()
+    step = max(1, (1 << 18) // max(1, z.shape[1]))  # ~1 MiB of float32 per chunk
+    for i in range(0, z.shape[0], step):
+        _acosh_(z[i:i + step]).mul_(inv)
+    return z
 
+# %% ../nbs/00_lorentz.ipynb #fb8a696a
 def pairwise_dist(
     x: Tensor,  # space components, (B, D)
     y: Tensor,  # space components, (N, D)
@@ -172,35 +221,13 @@ def pairwise_dist(
     x, y = _upcast(x), _upcast(y)
     c = _curv(curv, x)
     xt, yt = time_component(x, curv=c), time_component(y, curv=c)
-    a = torch.cat([x, xt[:, None]], -1)                   # (B, D+1)
-    b = torch.cat([-c * y, c * yt[:, None]], -1)          # (N, D+1): a @ b.T = -c <x, y>_L
-    rho = _REFINE_RHO.get(x.dtype, 2e-2)
+    z = _lorentz_gemm(x, y, xt, yt, c)                    # (B, N), one GEMM
     grad = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad or c.requires_grad)
-    z = a @ b.T                                            # (B, N), one GEMM
-    near = None
-    if refine and z.numel():
-        # a superset of the pairs with z - 1 < rho c x_t y_t (per-row bound with the largest y_t),
-        # searched only in rows whose smallest z is below the bound (one cheap reduction pass)
-        bound = 1 + rho * c * xt * yt.max()
-        rows = (z.detach().amin(1) < bound).nonzero().flatten()
-        if rows.numel():
-            near = torch.zeros_like(z, dtype=torch.bool)
-            near[rows] = z.detach()[rows] < bound[rows, None]
+    near = _near_pairs(z, xt, yt, c, _REFINE_RHO.get(x.dtype, 2e-2)) if refine else None
     # z^2 overflows float32 only for points beyond the exp map's range (|x| > 2**15/sqrt(c)): use acosh there
     huge = bool(z.numel()) and float((c * xt.max() * yt.max()).detach()) > 1e18
-    if grad or huge:
-        d = (torch.acosh(z.clamp_min(1.0)) if huge and not grad else _acosh(z)) / c.sqrt()
-    else:  # in place, in row chunks that stay in cache (the GEMM itself runs on the whole matrix)
-        inv = 1 / c.sqrt()
-        step = max(1, (1 << 18) // max(1, z.shape[1]))  # ~1 MiB of float32 per chunk
-        for i in range(0, z.shape[0], step):
-            _acosh_(z[i:i + step]).mul_(inv)
-        d = z
-    if near is not None:
-        idx = near.nonzero(as_tuple=True)
-        if idx[0].numel():
-            d = d.index_put(idx, rowwise_dist(x[idx[0]], y[idx[1]], curv=c))
-    return d
+    d = _z_to_dist(z, c, grad=grad, huge=huge)
+    return d if near is None else _refine_near(d, near, x, y, c)
 
 # %% ../nbs/00_lorentz.ipynb #fccf2fe1
 def half_aperture(
@@ -216,6 +243,7 @@ def half_aperture(
     # asin(u) = atan2(u, sqrt(1-u^2)); the clamped root gives a finite gradient at u = 1
     return torch.atan2(u, (1 - u * u).clamp_min(_tiny(x.dtype)).sqrt())
 
+# %% ../nbs/00_lorentz.ipynb #5c240e12
 def oxy_angle(
     x: Tensor,  # space components of the apexes, (B, D)
     y: Tensor,  # space components of the entailed points, (B, D)

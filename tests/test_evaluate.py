@@ -27,17 +27,17 @@ def test_confusion_matches_sklearn(seed):
 def test_perfect_constant_permuted(C, forget):
     y = torch.arange(C).repeat_interleave(7)
     perfect = ev.forget_retain_accuracy(y, y, forget=forget, n_classes=C)
-    assert perfect["forget_top1"] == perfect["retain_top1"] == perfect["overall_top1"] == 1.0
+    assert perfect["forget_acc"] == perfect["retain_acc"] == perfect["acc"] == 1.0
     assert perfect["forget_mean_class"] == perfect["retain_mean_class"] == 1.0
     assert perfect["n_forget"] == 7 * len(forget) and perfect["n_retain"] == 7 * (C - len(forget))
     # constant classifier (always the first forget class): forget top-1 = 1/|forget|, retain 0
     const = ev.forget_retain_accuracy(y, torch.full_like(y, forget[0]), forget=forget, n_classes=C)
-    assert math.isclose(const["forget_top1"], 1 / len(forget))
+    assert math.isclose(const["forget_acc"], 1 / len(forget))
     assert math.isclose(const["forget_mean_class"], 1 / len(forget))
-    assert const["retain_top1"] == 0.0 and const["retain_mean_class"] == 0.0
+    assert const["retain_acc"] == 0.0 and const["retain_mean_class"] == 0.0
     # permuted classifier: never right, every class lands on exactly one other class
     perm = ev.forget_retain_accuracy(y, (y + 1) % C, forget=forget, n_classes=C)
-    assert perm["forget_top1"] == perm["retain_top1"] == perm["overall_top1"] == 0.0
+    assert perm["forget_acc"] == perm["retain_acc"] == perm["acc"] == 0.0
     cm = ev.confusion_matrix(y, (y + 1) % C, n_classes=C)
     assert torch.equal(cm, 7 * torch.roll(torch.eye(C, dtype=torch.long), 1, dims=1))
 
@@ -47,14 +47,28 @@ def test_mean_class_vs_top1_with_imbalance():
     y = torch.tensor([0] * 90 + [1] * 10)
     p = torch.tensor([0] * 90 + [0] * 10)
     r = ev.forget_retain_accuracy(y, p, forget=[2], n_classes=3)
-    assert math.isclose(r["retain_top1"], 0.9) and math.isclose(r["retain_mean_class"], 0.5)
-    assert math.isnan(r["forget_top1"]) and r["n_forget"] == 0  # no forget images: NaN, not 0
+    assert math.isclose(r["retain_acc"], 0.9) and math.isclose(r["retain_mean_class"], 0.5)
+    assert math.isnan(r["forget_acc"]) and r["n_forget"] == 0  # no forget images: NaN, not 0
+
+
+def test_canonical_metrics_renames_old_names():
+    old = {"overall_top1": 0.5, "forget_top1": 0.25, "retain_top1": 0.75, "top5": 1.0, "n_forget": 4, "per_class": [],
+           "before": {"overall_top1": 0.9, "runs": [{"top5": 1.0}]}, "after": {"forget_top1": 0.0, "forget_acc": 0.0}}
+    new = ev.canonical_metrics(old)
+    assert new == {"acc": 0.5, "forget_acc": 0.25, "retain_acc": 0.75, "acc5": 1.0, "n_forget": 4, "per_class": [],
+                   "before": {"acc": 0.9, "runs": [{"acc5": 1.0}]}, "after": {"forget_acc": 0.0}}
+    assert list(new)[:4] == ["acc", "forget_acc", "retain_acc", "acc5"]   # order kept
+    assert ev.canonical_metrics(new) == new and old["before"] == {"overall_top1": 0.9, "runs": [{"top5": 1.0}]}  # a copy
+    # every key of the report functions is written down once, in METRIC_KEYS or REPORT_KEYS
+    y = torch.arange(4).repeat_interleave(3)
+    keys = set(ev.zero_shot_report(torch.nn.functional.one_hot(y, 4).float(), y, forget=[1])) - {"confusion"}
+    assert keys <= set(ev.METRIC_KEYS) | set(ev.REPORT_KEYS) and not set(ev.METRIC_KEYS) & set(ev.REPORT_KEYS)
 
 
 def test_zero_shot_report_topk_and_errors():
     logits = torch.tensor([[3.0, 2.0, 1.0], [3.0, 2.0, 1.0], [1.0, 2.0, 3.0]])
     r = ev.zero_shot_report(logits, torch.tensor([0, 1, 0]), forget=[1], topk=(1, 2))
-    assert math.isclose(r["top1"], 1 / 3) and math.isclose(r["top2"], 2 / 3)
+    assert math.isclose(r["acc"], 1 / 3) and math.isclose(r["acc2"], 2 / 3) and "acc1" not in r
     with pytest.raises(ValueError, match="NaN"):
         ev.zero_shot_report(torch.full((2, 3), math.nan), torch.tensor([0, 1]), forget=[0])
     with pytest.raises(ValueError, match="forget"):
@@ -127,13 +141,13 @@ def test_probes_separable_and_uninformative():
     X = 6 * torch.randn(5, 16, generator=g)[y] + torch.randn(200, 16, generator=g)
     for probe in (ev.linear_probe, ev.knn_probe):
         r = probe(X[::2], y[::2], X[1::2], y[1::2], forget=[2])
-        assert r["forget_top1"] == 1.0 and r["retain_top1"] == 1.0
+        assert r["forget_acc"] == 1.0 and r["retain_acc"] == 1.0
     noise = torch.randn(2000, 8, generator=g)
     yn = torch.randint(0, 2, (2000,), generator=g)
     r = ev.knn_probe(noise[:1000], yn[:1000], noise[1000:], yn[1000:], forget=[0], k=25)
-    assert abs(r["overall_top1"] - 0.5) < 0.06  # chance
+    assert abs(r["acc"] - 0.5) < 0.06  # chance
     r = ev.linear_probe(noise[:1000], yn[:1000], noise[1000:], yn[1000:], forget=[0])
-    assert abs(r["overall_top1"] - 0.5) < 0.06
+    assert abs(r["acc"] - 0.5) < 0.06
 
 
 def test_knn_probe_lorentz_metric():
@@ -142,7 +156,7 @@ def test_knn_probe_lorentz_metric():
     y = torch.arange(3).repeat_interleave(30)
     x = exp_map0(2 * torch.randn(3, 6, generator=g)[y] + 0.2 * torch.randn(90, 6, generator=g), curv=1.0)
     r = ev.knn_probe(x[::2], y[::2], x[1::2], y[1::2], forget=[0], metric="lorentz", curv=1.0)
-    assert r["overall_top1"] == 1.0
+    assert r["acc"] == 1.0
     with pytest.raises(ValueError, match="curv"):
         ev.knn_probe(x, y, x, y, forget=[0], metric="lorentz")
 
@@ -206,7 +220,7 @@ def _toy_data(n=20, seed=0):
 def test_evaluate_zero_shot_toy():
     imgs, y = _toy_data()
     r = ev.evaluate_zero_shot(ev.ToyModel(TABLE), imgs, y, ["bear", "dog", "cat"], ["a {}"], forget=[1])
-    assert r["forget_top1"] == 1.0 and r["retain_top1"] == 1.0
+    assert r["forget_acc"] == 1.0 and r["retain_acc"] == 1.0
     assert r["logits"].shape == (60, 3) and r["text_sim"].shape == (3, 3)
 
 
@@ -217,7 +231,7 @@ def test_relearning_attack_recovers_forgotten_class():
     with torch.no_grad():  # "forget" dog: its text now points at cat
         unlearned.text[1] = torch.tensor([0.0, -0.2, 1.0])
     eval_fn = lambda m: ev.evaluate_zero_shot(m, imgs, y, names, ["a {}"], forget=[1])
-    assert eval_fn(unlearned)["forget_top1"] < 0.1
+    assert eval_fn(unlearned)["forget_acc"] < 0.1
     caps = [f"a {names[i]}" for i in y.tolist()]
     fmask = y == 1
     retain_only = [(imgs[~fmask], [c for c, f in zip(caps, fmask) if not f])]
@@ -225,10 +239,10 @@ def test_relearning_attack_recovers_forgotten_class():
     kw = dict(n_steps=60, eval_every=10, lr=0.05)
     c_retain = ev.relearning_attack(unlearned, retain_only, eval_fn, **kw)
     c_forget = ev.relearning_attack(unlearned, with_forget, eval_fn, **kw)
-    assert c_forget.forget_top1.iloc[-1] > 0.9  # forget images bring dog back
-    assert c_retain.forget_top1.iloc[-1] < 0.5
+    assert c_forget.forget_acc.iloc[-1] > 0.9  # forget images bring dog back
+    assert c_retain.forget_acc.iloc[-1] < 0.5
     assert ev.steps_to_recover(c_forget, 0.5) <= 60 and math.isnan(ev.steps_to_recover(c_retain, 0.5))
-    assert eval_fn(unlearned)["forget_top1"] < 0.1  # the original is untouched
+    assert eval_fn(unlearned)["forget_acc"] < 0.1  # the original is untouched
 
 
 def test_hierarchy_report_lorentz_toy():

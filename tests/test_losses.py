@@ -1,4 +1,7 @@
 """Property tests of hac.losses: each unlearning term does what it claims after one gradient step."""
+import inspect
+from dataclasses import fields
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -367,7 +370,51 @@ def test_hac_modes_and_keys_fail_clearly():
 def test_hac_gradients_reach_the_current_model_only():
     b = toy_batch(seed=3, realistic=True, requires_grad=True)
     frozen = {k: torch.nn.Parameter(b[k].clone()) for k in ("img_f0", "concept_txt0", "img_r0", "txt_r0")}
-    out = HAC(PretrainLoss("lorentz"), alpha=0, beta=0, retain=0)(dict(b, **frozen))
+    out = HAC(PretrainLoss("lorentz"), alpha=0, beta=0, retain_weight=0)(dict(b, **frozen))
     grads = torch.autograd.grad(out["loss"], list(frozen.values()) + [b["img_f"], b["concept_txt"]], allow_unused=True)
     assert all(g is None for g in grads[:4])
     assert grads[4].abs().sum() > 0 and grads[5].abs().sum() > 0
+
+
+def test_loss_values_unchanged_on_fixed_toy_batches():
+    """Golden values, computed before the notebook was split into lessons and the weights renamed (issue 14, 15)."""
+    b0, b1 = toy_batch(seed=0), toy_batch(realistic=True, seed=1)
+    pl = PretrainLoss("lorentz", parent_weight=1.0)
+    got = {
+        "pretrain": pl(b1["img_r"], b1["txt_r"], scale=b1["scale"], curv=b1["curv"], img_cls=b1["cls_r"],
+                       txt_con=b1["con_r"], truth=b1["truth"], concept_txt=b1["concept_txt"], parent=b1["parent"])["loss"],
+        "finetune": Finetune(pl)(b1)["loss"],
+        "neggrad": NegGrad(PretrainLoss("lorentz"), ascent_weight=0.7, max_ascent=3.0)(b0)["loss"],
+        "ac_clip": AC(PretrainLoss("euclidean"), alpha=0.5, beta=2.0, retain_weight=0.3)(b0)["loss"],
+        "ac_meru": AC(pl, alpha=0.5, beta=2.0, retain_weight=0.3)(b1)["loss"],
+        "hac": HAC(pl, alpha=0.5, beta=2.0, retain_weight=0.3, ent=3.0, norm=4.0, margin=0.2)(b1)["loss"],
+        "hac_swap": HAC(PretrainLoss("lorentz"), alpha=0.5, beta=2.0, retain_weight=0.3, ent=3.0, norm=4.0, margin=0.2,
+                        ent_mode="swap", norm_mode="generalize")(b1)["loss"],
+    }
+    want = {"pretrain": 0.8067293167114258, "finetune": 0.4623141586780548, "neggrad": -1.5676708221435547,
+            "ac_clip": 2.6012635231018066, "ac_meru": 3.9685239791870117, "hac": 8.61255931854248,
+            "hac_swap": 5.897130966186523}
+    for k, v in want.items():
+        assert float(got[k]) == pytest.approx(v, rel=1e-6, abs=1e-6), k
+
+
+def test_weight_names_are_trainconfig_fields():
+    """One name per weight: constructor keyword = stored attribute = `hac.config.TrainConfig` field (issue 15)."""
+    from hac.config import TrainConfig
+    cfg_names = {f.name for f in fields(TrainConfig)}
+    for cls in (PretrainLoss, Finetune, NegGrad, AC, HAC):
+        kws = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "pretrain", "geometry", "K")]
+        assert set(kws) <= cfg_names, (cls.__name__, set(kws) - cfg_names)
+    kw = dict(alpha=0.5, beta=2.0, retain_weight=0.3, ent=3.0, norm=4.0, margin=0.2, ent_mode="swap", norm_mode="preserve")
+    objs = [(HAC(PretrainLoss("lorentz"), **kw), kw),
+            (AC(PretrainLoss("euclidean"), alpha=0.5, beta=2.0, retain_weight=0.3), dict(alpha=0.5, beta=2.0, retain_weight=0.3)),
+            (NegGrad(PretrainLoss("euclidean"), ascent_weight=0.7, max_ascent=3.0), dict(ascent_weight=0.7, max_ascent=3.0)),
+            (PretrainLoss("lorentz", entail_weight=0.3, parent_weight=1.0, mask_true=False, t2i_mask=False),
+             dict(entail_weight=0.3, parent_weight=1.0, mask_true=False, t2i_mask=False))]
+    for obj, expect in objs:
+        for name, value in expect.items():
+            assert getattr(obj, name) == value, (type(obj).__name__, name)
+    with pytest.raises(TypeError):
+        AC(PretrainLoss("euclidean"), retain=0.3)       # the old keyword is gone (one name per thing)
+    with pytest.raises(TypeError):
+        NegGrad(PretrainLoss("euclidean"), forget=0.7)

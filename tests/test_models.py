@@ -520,3 +520,18 @@ def test_moved_names_are_one_object():
 def test_open_clip_errors():
     with pytest.raises(ValueError, match="unknown open_clip architecture"):
         from_open_clip("ViT-Z-99")
+
+
+def test_text_attention_causal_hint_matches_explicit_mask():
+    "The text blocks tell SDPA the mask is causal (flash kernel on GPUs); the result equals the explicit-mask path."
+    from hac.models import TextTransformer
+    torch.manual_seed(0)
+    t = TextTransformer(width=64, layers=2, heads=4).eval()
+    toks = torch.randint(1, 1000, (3, 12)); toks[:, -1] = 49407
+    with torch.no_grad():
+        got = t.forward_tokens(toks)
+        n = toks.shape[1]; x = t.token_embed(toks) + t.posit_embed[:n]; m = t.attn_mask[:n, :n]
+        for b in t.resblocks:
+            h = b.ln_1(x); x = x + b.attn(h, h, h, attn_mask=m, need_weights=False)[0]; x = x + b.mlp(b.ln_2(x))
+        ref = t.ln_final(x)[torch.arange(3), toks.argmax(-1)]
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-6)

@@ -139,3 +139,42 @@ def test_large_forget_weights_stay_finite(ckpts, tmp_path):
     assert all(torch.isfinite(p).all() for p in m.parameters())
     saved = load_checkpoint(tmp_path / "s" / "model.pt")                             # what was saved is finite too
     assert all(torch.isfinite(t).all() for t in saved.state_dict().values() if t.is_floating_point())
+
+
+# --- real data (issue 13): every mistake is refused before the run folder exists -------------------------------
+REAL_DATA_CASES = {   # case -> (arguments after the common ones, what the message must say)
+    "tiny model on 224 px RGB images": (["--model", "TINY"], ["image format mismatch", "3-channel RGB", "1-channel"]),
+    "data spec does not exist": (["--data", "MISSING.csv"], ["missing.csv not found", "image and caption columns"]),
+    "shard spec does not exist": (["--data", "SHARDS/{000..004}.tar"], ["002.tar", "not found"]),
+    "data matches no forget pair": (["--forget", "elephant", "--concept-classes", "CONCEPTS5", "--classnames", "NAMES5"],
+                                    ["no pair of the 10", "forget set is empty", "--keywords"]),
+    "forget concept has no eval images": (["--forget", "zebra", "--keywords", "zebra=car", "--concept-classes", "CONCEPTS5",
+                                           "--classnames", "NAMES5"], ["none of the 1 classes of forget concept", "zebra"]),
+    "unknown concept": (["--forget", "unicorn"], ["unicorn"]),
+    "data without eval images": (["--eval-images", None], ["--data and --eval-images go together"]),
+}
+
+
+@pytest.mark.parametrize("case", list(REAL_DATA_CASES))
+def test_real_data_mistakes_write_nothing(real_world, ckpts, capsys, tmp_path, case):
+    from hac.cli import main
+    w = real_world
+    extra, msgs = REAL_DATA_CASES[case]
+    args = {"--model": str(w["ckpt"]["meru_vit_s"]), "--forget": "dog", "--data": str(w["csv"]), "--eval-images": str(w["val"]),
+            "--classnames": str(w["names"]), "--concept-classes": str(w["concepts"])}
+    (tmp_path / "names5.txt").write_text(w["names"].read_text() + "zebra\n")       # a class without a folder
+    (tmp_path / "concepts5.json").write_text('{"dog": ["beagle", "pug"], "elephant": ["sorrel"], "zebra": ["zebra"]}')
+    it = iter(extra)
+    for k in it:
+        v = next(it)
+        v = v if v is None else v.replace("TINY", str(ckpts["meru"])).replace("MISSING", str(tmp_path / "missing")) \
+                                .replace("SHARDS", str(w["t"] / "shards")) \
+                                .replace("CONCEPTS5", str(tmp_path / "concepts5.json")).replace("NAMES5", str(tmp_path / "names5.txt"))
+        args[k] = v
+    argv = ["unlearn", "--method", "ac", "--steps", "1", "--device", "cpu", "--quiet", "--out", str(tmp_path / "run")]
+    for k, v in args.items():
+        if v is not None: argv += [k, *v.split(" ")]
+    assert main(argv) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    for m in msgs: assert m in err, (case, m, err)
+    assert not (tmp_path / "run").exists(), case

@@ -57,6 +57,26 @@ def test_failure_names_notebook_and_keeps_finished(repo):
     assert (repo / "runs/b/default/failed.ipynb").exists()
 
 
+def test_profiles_select_experiments(repo):
+    "An experiment with `profiles` runs only in those; --only refuses one that its profile skips."
+    (repo / "configs" / "reproduce.yaml").write_text(
+        "experiments:\n  a: {notebook: nbs/a.ipynb, profiles: [quick]}\n  c: {notebook: nbs/a.ipynb, profiles: [default]}\n")
+    s = reproduce("default", root=repo, runs_root=repo / "runs", log=lambda *_: None)
+    assert set(s["seconds"]) == {"c"} and not (repo / "runs/a").exists()
+    with pytest.raises(ValueError, match=r"do not run in profile 'default'"):
+        reproduce("default", only=["a"], root=repo, runs_root=repo / "runs", log=lambda *_: None)
+
+
+def test_full_profile_runs_only_the_real_data_experiment():
+    exps = load_manifest()
+    runs_in = {p: [n for n, e in exps.items() if e.profiles is None or p in e.profiles] for p in ("quick", "default", "full")}
+    assert runs_in["full"] == ["real"] and "real" in runs_in["quick"] and "real" not in runs_in["default"]
+    import yaml
+    full = yaml.safe_load((Path(__file__).parents[1] / "configs" / "full.yaml").read_text())
+    check_parameters(Path(__file__).parents[1] / exps["real"].notebook,
+                     {**full["real"], "run_dir": "r", "runs_root": "r", "out_dir": "o", "profile": "full"})
+
+
 def test_parameter_checks(repo):
     with pytest.raises(ValueError, match="parameter 'x' must be int"):
         check_parameters(repo / "nbs/a.ipynb", {"x": "five"})

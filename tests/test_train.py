@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import hac.train as T
+from hac.pairs import AnimalMNISTBatches
 from hac.cli import build_parser, config_from_args, main
 from hac.config import TrainConfig, pretrain_config, unlearn_config
 
@@ -137,24 +138,23 @@ def test_hac_refuses_clip(tiny_ckpts):
 
 
 def test_draws_respect_forget_retain():
-    task = T.Task(["dog"])
-    dog = task.classes.index("dog")
-    fc = set(task.forget_concepts.tolist())
-    assert {task.concepts[i] for i in fc} == {"dog", "canine"}
     for method in ("retrain", "hac"):
-        cfg = TrainConfig(method=method, model_path=None if method == "retrain" else "x.pt", forget=["dog"],
-                          batch_size=64, forget_batch=32)
+        task = AnimalMNISTBatches(["dog"], method=method, batch_size=64, forget_batch=32)
+        dog = task.classes.index("dog")
+        fc = set(task.forget_concepts.tolist())
+        assert {task.concepts[i] for i in fc} == {"dog", "canine"}
         for step in range(3):
-            b = T.draw(task, cfg, step)
+            b = task.draw(step)
             assert (b["cls_r"] != dog).all() and not (set(b["con_r"].tolist()) & fc)
             assert all(task.truth[c, k] for c, k in zip(b["cls_r"], b["con_r"]))   # captions are true
             if method == "hac":
                 assert (b["cls_f"] == dog).all() and set(b["con_f"].tolist()) <= fc
                 assert set(b["con_alt"].tolist()) <= set(task.leaf[task.retain_classes].tolist())
-    # deterministic per (seed, step)
-    cfg = TrainConfig(batch_size=32)
-    b1, b2 = T.draw(task.set_forget([]), cfg, 5), T.draw(task, cfg, 5)
-    assert torch.equal(b1["idx_r"], b2["idx_r"]) and b1["cap_r"] == b2["cap_r"]
+                assert len(b["cap_f"]) == len(b["cap_alt"]) == b["img_f"].shape[0] == 32
+    # deterministic per (seed, step); pretraining ignores the forget set
+    b1 = AnimalMNISTBatches(method="pretrain", batch_size=32).draw(5)
+    b2 = AnimalMNISTBatches(["dog"], method="pretrain", batch_size=32).draw(5)
+    assert torch.equal(b1["img_r"], b2["img_r"]) and b1["cap_r"] == b2["cap_r"]
 
 
 def test_bf16_precision_runs(tmp_path):

@@ -248,7 +248,7 @@ def test_confusion_radius_tradeoff_render(tmp_path):
     plt.close(fig)
     fig, ax = V.paper_figure()
     df = pd.DataFrame(dict(method=["CLIP + AC"] * 2 + ["MERU + HAC"] * 2, param=[1, 2, 1, 2],
-                           forget_top1=[0.3, 0.1, 0.2, 0.0], retain_top1=[0.6, 0.58, 0.5, 0.48]))
+                           forget_acc=[0.3, 0.1, 0.2, 0.0], retain_acc=[0.6, 0.58, 0.5, 0.48]))
     V.plot_tradeoff(ax, df)
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["CLIP + AC", "MERU + HAC"]
     V.save_figure(fig, tmp_path / "tradeoff"); plt.close(fig)

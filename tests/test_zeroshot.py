@@ -16,7 +16,7 @@ from hac.cli import main
 from hac.evaluate import confusion_matrix
 from hac.models import MERU, build_model, full_config, load_checkpoint
 from hac.zeroshot import (ZeroShotFolder, confusion_dense, evaluate_folder, load_classnames, load_concepts,
-                          parse_model_spec)
+                          parse_model_spec, read_metrics)
 
 torch.set_num_threads(1)
 NAMES = ["beagle", "pug", "tabby cat"]          # folder order (sorted): beagle, pug, tabby_cat
@@ -62,10 +62,11 @@ def test_eval_writes_metrics_and_matches_direct_scoring(env, capsys):
     assert m["model_kind"] == "meru" and m["class_match"] == "name" and m["precision"] == "fp32"
     assert (m["n_images"], m["n_classes"], m["n_folders"], m["n_templates"]) == (6, 3, 3, 2)
     assert m["forget_classes"] == [0, 1] and (m["n_forget"], m["n_retain"]) == (4, 2)
-    for k in ("overall_top1", "forget_top1", "retain_top1", "top5", "forget_mean_class", "retain_mean_class"):
+    for k in ("acc", "forget_acc", "retain_acc", "acc5", "forget_mean_class", "retain_mean_class"):
         assert 0.0 <= m[k] <= 1.0, k
-    assert m["top5"] == 1.0   # 3 classes: the label is always among the top 5
-    assert m["overall_top1"] == pytest.approx((4 * m["forget_top1"] + 2 * m["retain_top1"]) / 6, abs=1e-12)
+    assert m["acc5"] == 1.0   # 3 classes: the label is always among the top 5
+    assert m["acc"] == pytest.approx((4 * m["forget_acc"] + 2 * m["retain_acc"]) / 6, abs=1e-12)
+    assert read_metrics(env["t"] / "run1") == m   # written with the current names
     assert [(c["name"], c["n"]) for c in m["per_class"]] == [("beagle", 2), ("pug", 2), ("tabby cat", 2)]
     cm = confusion_dense(m["confusion"], 3)
     assert cm.sum(1).tolist() == [2, 2, 2]
@@ -88,7 +89,7 @@ def test_eval_writes_metrics_and_matches_direct_scoring(env, capsys):
 def test_eval_without_forget_and_with_overwrite(env, capsys):
     assert _eval(env, out="run2") == 0
     m = json.loads((env["t"] / "run2" / "metrics.json").read_text())
-    assert m["forget"] == [] and m["forget_top1"] is None and m["n_retain"] == 6   # NaN is written as null
+    assert m["forget"] == [] and m["forget_acc"] is None and m["n_retain"] == 6   # NaN is written as null
     assert _eval(env, "--forget", "cat", "--overwrite", out="run2") == 0
     m = json.loads((env["t"] / "run2" / "metrics.json").read_text())
     assert m["forget_classes"] == [2] and (m["n_forget"], m["n_retain"]) == (2, 4)
@@ -121,6 +122,17 @@ def test_eval_errors_write_nothing(env, capsys, case):
     for s in expect: assert s in err, (s, err)
     assert not (t / f"bad_{case}").exists()
     assert not (t / "cache").exists()
+
+
+def test_read_metrics_of_an_older_run(tmp_path):
+    "A metrics.json written before the metric names were unified reads with the current names."
+    old = {"model": "x.pt", "overall_top1": 0.5, "forget_top1": None, "retain_top1": 0.5, "top5": 1.0,
+           "forget_mean_class": None, "n_forget": 0, "per_class": [{"index": 0, "name": "pug", "n": 2, "top1": 0.5}]}
+    (tmp_path / "metrics.json").write_text(json.dumps(old))
+    m = read_metrics(tmp_path)
+    assert m == read_metrics(tmp_path / "metrics.json")
+    assert (m["acc"], m["forget_acc"], m["retain_acc"], m["acc5"]) == (0.5, None, 0.5, 1.0)
+    assert not {"overall_top1", "forget_top1", "retain_top1", "top5"} & set(m) and m["per_class"] == old["per_class"]
 
 
 def test_parsing_and_assets():

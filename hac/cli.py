@@ -189,9 +189,20 @@ def _workers(args, cfg: TrainConfig) -> int:
     w = getattr(args, "workers", None)
     return w if w is not None else (min(8, os.cpu_count() or 1) if str(cfg.device).startswith("cuda") else 0)
 
+# %% ../nbs/07_cli.ipynb #f1000012
+def _real_builder(args, cfg: TrainConfig, spec, fmt: str, tset: str) -> tuple:
+    "(batch builder, matches per concept, forget pairs, retain pairs): indexed pairs, or with --stream a streamed retain set."
+    from hac.pairs import PairBatches, StreamBatches, open_pairs, split_pairs
+    kw = dict(batch_size=cfg.batch_size, forget_batch=cfg.forget_batch, seed=cfg.seed, template_set=tset)
+    if args.stream:   # forget pairs indexed, retain pairs streamed by webdataset (shard sets too large to index)
+        data = StreamBatches(args.data, spec, image_format=fmt, **kw)
+        return data, data.counts, len(data.forget), data.n_retain
+    split = split_pairs(open_pairs(args.data, image_format=fmt, template_set=args.caption_templates), spec)
+    return PairBatches(split, spec, **kw), split.counts, len(split.forget), len(split.retain)
+
 def real_data(args, cfg: TrainConfig, model) -> tuple:
     "(batch builder, evaluator, sources) of `hac unlearn --data SPEC --eval-images DIR` for `model`."
-    from hac.pairs import PairBatches, forget_concepts, open_pairs, split_pairs
+    from hac.pairs import forget_concepts
     from hac.zeroshot import FolderEval, model_input
     if (args.data is None) != (args.eval_images is None):
         raise ValueError("--data and --eval-images go together: the pairs to unlearn from and the folder to evaluate on")
@@ -201,12 +212,11 @@ def real_data(args, cfg: TrainConfig, model) -> tuple:
     ev = FolderEval(args.eval_images, classnames=args.classnames, concept_classes=args.concept_classes, forget=cfg.forget,
                     templates=args.templates, batch_size=args.eval_batch_size, num_workers=_workers(args, cfg),
                     probe_size=cfg.probe_size, seed=cfg.data_seed)
-    split = split_pairs(open_pairs(args.data, image_format=fmt, template_set=args.caption_templates), spec)
     tset = args.concept_templates or ("meru_imagenet" if getattr(model, "geometry", "") == "lorentz" and fmt == "full"
                                       else "animal_mnist" if fmt == "tiny" else "clip_imagenet")
-    data = PairBatches(split, spec, batch_size=cfg.batch_size, forget_batch=cfg.forget_batch, seed=cfg.seed, template_set=tset)
-    sources = dict(model=str(args.model), data=str(args.data), forget_pairs=len(split.forget), retain_pairs=len(split.retain),
-                   matched=split.counts, concept_templates=tset, eval_images=str(args.eval_images),
+    data, counts, n_f, n_r = _real_builder(args, cfg, spec, fmt, tset)
+    sources = dict(model=str(args.model), data=str(args.data), stream=bool(args.stream), forget_pairs=n_f, retain_pairs=n_r,
+                   matched=counts, concept_templates=tset, eval_images=str(args.eval_images),
                    classnames=args.classnames, concept_classes=args.concept_classes, eval_templates=args.templates)
     return data, ev, sources
 
@@ -266,6 +276,8 @@ def _add_real_data(p):
                    help="templates that caption an image-folder SPEC")
     g.add_argument("--concept-templates", dest="concept_templates", default=None,
                    help="templates of the concept captions (cone apexes; default: meru_imagenet for MERU, clip_imagenet for CLIP)")
+    g.add_argument("--stream", action="store_true", help="shard SPECs: index only the forget pairs and stream the retain "
+                   "pairs with webdataset (for shard sets too large to index; default: index every pair)")
     g.add_argument("--eval-batch-size", dest="eval_batch_size", type=int, default=64, help="images per evaluation forward")
     g.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: min(8, CPUs) on CUDA, 0 on CPU)")
     g.add_argument("--cache-dir", dest="cache_dir", default=None, help="folder of released checkpoints (default: $HAC_CACHE or ~/.cache/hac)")

@@ -4,12 +4,13 @@
 
 # %% auto #0
 __all__ = ['table_pairs', 'expand_shards', 'shard_pairs', 'redcaps_pairs', 'imagefolder_pairs', 'open_pairs', 'ForgetSpec',
-           'forget_concepts', 'PairSplit', 'split_pairs', 'step_generator', 'shard', 'epoch_draw', 'AnimalMNISTBatches',
-           'PairBatches', 'batches']
+           'forget_concepts', 'PairSplit', 'matched', 'split_pairs', 'step_generator', 'shard', 'epoch_draw',
+           'AnimalMNISTBatches', 'PairBatches', 'batches', 'scan_forget_shards', 'RetainStream', 'StreamBatches']
 
 # %% ../nbs/02b_pairs.ipynb #64edc536
 import csv
 import glob
+import itertools
 import json
 import os
 from dataclasses import dataclass
@@ -71,7 +72,10 @@ def expand_shards(spec: str | Path) -> list[Path]:
         p = Path(s)
         if p.is_dir(): out += sorted(p.glob("*.tar"))
         elif any(ch in s for ch in "*?["): out += sorted(map(Path, glob.glob(s)))
-        elif p.is_file(): out.append(p)
+        elif p.is_file():
+            if ".tar" not in p.name and not p.name.endswith(".tgz"):
+                raise ValueError(f"{p} is not a webdataset shard (.tar, .tar.gz, .tgz); tables go to table_pairs / --data without --stream")
+            out.append(p)
         else: raise FileNotFoundError(f"shard {p} (from {spec}) not found; expected webdataset .tar shards")
     if not out: raise FileNotFoundError(f"no .tar shards match {spec}")
     return out
@@ -168,15 +172,18 @@ def _subset(ds, idx):
     sub.captions = [caps[int(i)] for i in idx]
     return sub
 
+def matched(record: dict, spec: ForgetSpec) -> str | None:
+    "The first forget concept whose subreddits or caption words match `record` ({'caption', 'subreddit'}), else None."
+    return next((c for c, (subs, rx) in spec.matchers.items()
+                 if record.get("subreddit", "").lower() in subs or (rx is not None and rx.search(record["caption"]))), None)
+
 def split_pairs(source, spec: ForgetSpec, taxonomy: Taxonomy | None = None) -> PairSplit:
     "Forget / retain pairs of `source` (Pairs or AnimalMNIST) under `spec`."
     tx = taxonomy or getattr(source, "taxonomy", None) or load_taxonomy()
     if isinstance(source, D.AnimalMNIST):   # labels say what each image shows
         hit = [next((c for c in spec.names if c in tx.path(source.classes[int(l)])), None) for l in source.labels]
     else:
-        hit = [next((c for c, (subs, rx) in spec.matchers.items()
-                     if r["subreddit"].lower() in subs or (rx is not None and rx.search(r["caption"]))), None)
-               for r in source.records]
+        hit = [matched(r, spec) for r in source.records]
     f_idx = [i for i, h in enumerate(hit) if h]; r_idx = [i for i, h in enumerate(hit) if not h]
     if not f_idx: raise ValueError(f"no pair of the {len(hit)} in the data mentions {list(spec.names)}: the forget set "
                                    f"is empty (add --keywords, or check the data)")
@@ -320,22 +327,29 @@ def _images_at(self: AnimalMNISTBatches, idx: torch.Tensor) -> torch.Tensor:
 AnimalMNISTBatches.draw, AnimalMNISTBatches.images_at = _draw, _images_at
 
 # %% ../nbs/02b_pairs.ipynb #dfe110e1
-class PairBatches:
-    "Batches of a forget/retain pair split (real data) for one unlearning run."
-    def __init__(self, split: PairSplit, spec: ForgetSpec, *, batch_size: int = 256, forget_batch: int = 64,
-                 seed: int = 0, taxonomy: Taxonomy | None = None, template_set: str = "clip_cifar"):
-        self.split, self.batch_size, self.forget_batch, self.seed = split, batch_size, forget_batch, seed
-        self.image_format = getattr(split.forget.dataset, "image_format", "full")
+class _RealTables:
+    "The taxonomy tables of a real-data run (no classes: `truth` is None) and its concept captions."
+    truth, unlearning, method, vocabulary = None, True, "unlearn", None   # open-ended captions: nothing to precompute
+    def _tables(self, spec: ForgetSpec, forget_concept: torch.Tensor, taxonomy, template_set):
         tx = self.taxonomy = taxonomy or load_taxonomy()
         self.concepts, self.templates = list(tx.concepts), list(D.templates(template_set))
-        self.truth, self.unlearning, self.method = None, True, "unlearn"
         self.parent = torch.tensor([tx.index(tx.parent(c)) if tx.parent(c) else -1 for c in self.concepts])
         self.forget_concepts = torch.tensor(spec.gone, dtype=torch.long)
         keep = torch.ones(len(self.concepts), dtype=torch.bool); keep[self.forget_concepts] = False
         self.retain_concepts = torch.nonzero(keep).flatten()
         self.sub_parent = _sub_parent(self.parent, self.retain_concepts)
-        self.leaf_f, self.anc_f = split.forget_concept, torch.tensor([spec.anchor[int(c)] for c in split.forget_concept])
-        self.vocabulary = None   # open-ended captions: nothing to precompute
+        self.leaf_f, self.anc_f = forget_concept, torch.tensor([spec.anchor[int(c)] for c in forget_concept])
+    def concept_captions(self, tpl: torch.Tensor) -> list[str]:
+        "One caption per taxonomy concept, template `tpl[k]` (K,)."
+        return [D.fill_template(self.templates[int(t)], c) for c, t in zip(self.concepts, tpl)]
+
+class PairBatches(_RealTables):
+    "Batches of a forget/retain pair split (real data) for one unlearning run."
+    def __init__(self, split: PairSplit, spec: ForgetSpec, *, batch_size: int = 256, forget_batch: int = 64,
+                 seed: int = 0, taxonomy: Taxonomy | None = None, template_set: str = "clip_cifar"):
+        self.split, self.batch_size, self.forget_batch, self.seed = split, batch_size, forget_batch, seed
+        self.image_format = getattr(split.forget.dataset, "image_format", "full")
+        self._tables(spec, split.forget_concept, taxonomy, template_set)
 
     def draw(self, step: int, rank: int = 0, world: int = 1) -> dict:
         "The batch of `step`: this process's images and captions, global concept ids."
@@ -350,7 +364,7 @@ class PairBatches:
                     img_f=load(fs, idx_f[sf]), cap_f=[fs.captions[int(i)] for i in idx_f[sf]],
                     cap_alt=[rs.captions[int(i)] for i in alt[sf]],
                     leaf_f=self.leaf_f[idx_f], anc_f=self.anc_f[idx_f], cls_r=None, con_r=None,
-                    concept_caps=[D.fill_template(self.templates[int(t)], c) for c, t in zip(self.concepts, tpl)])
+                    concept_caps=self.concept_captions(tpl))
 
 # %% ../nbs/02b_pairs.ipynb #b551f717
 class _Steps(Dataset):
@@ -360,9 +374,92 @@ class _Steps(Dataset):
 
 def batches(builder, start: int, stop: int, *, rank: int = 0, world: int = 1, num_workers: int = 0):
     "Iterator over (step, batch) for steps start..stop-1; `num_workers` > 0 prefetches in worker processes."
+    if hasattr(builder, "batches"):   # a streamed builder reads its pairs in order (see StreamBatches)
+        yield from builder.batches(start, stop, rank=rank, world=world, num_workers=num_workers); return
     if num_workers <= 0:
         for s in range(start, stop): yield s, builder.draw(s, rank, world)
         return
     dl = DataLoader(_Steps(builder, start, stop, rank, world), batch_size=None, shuffle=False,
                     num_workers=num_workers, prefetch_factor=2, persistent_workers=False)
     yield from zip(range(start, stop), dl)
+
+# %% ../nbs/02b_pairs.ipynb #5a7e0002
+def scan_forget_shards(spec_str: str | Path, spec: ForgetSpec, *, annotations=None, image_format: str = "full",
+                       taxonomy: Taxonomy | None = None) -> tuple[Pairs, torch.Tensor, dict, int]:
+    "(forget pairs, their concept ids (N_f,), matches per concept, retain pairs seen), one shard in memory at a time."
+    tx = taxonomy or load_taxonomy()
+    files = expand_shards(spec_str)
+    records, sources, leaf, counts, n_retain = [], [], [], {c: 0 for c in spec.names}, 0
+    for f in files:
+        recs, srcs, _, _ = D._shard_pairs([f], annotations)
+        for r, src in zip(recs, srcs):
+            hit = matched(r, spec)
+            if hit is None: n_retain += 1; continue
+            counts[hit] += 1; leaf.append(tx.index(hit))
+            records.append({**r, "concept": ""}); sources.append(src)
+    if not records: raise ValueError(f"no pair of the {n_retain} in {spec_str} mentions {list(spec.names)}: the forget "
+                                     f"set is empty (add --keywords, or check the data)")
+    if not n_retain: raise ValueError(f"every pair in {spec_str} mentions {list(spec.names)}: nothing to retain")
+    return Pairs(records, sources, (), image_format), torch.tensor(leaf), counts, n_retain
+
+# %% ../nbs/02b_pairs.ipynb #5a7e0005
+class RetainStream(torch.utils.data.IterableDataset):
+    "Retain (image (C,S,S) float in [0,1], caption) pairs streamed from webdataset shards, forever."
+    def __init__(self, urls: list, spec: ForgetSpec, *, image_format: str = "full", seed: int = 0, buffer: int = 1000):
+        self.urls, self.spec, self.image_format, self.seed, self.buffer = [str(u) for u in urls], spec, image_format, seed, buffer
+
+    def _pair(self, s: dict):
+        img = next((s[k] for k in ("jpg", "jpeg", "png", "webp") if k in s), None)
+        meta = json.loads(s["json"]) if "json" in s else {}
+        cap = meta.get("caption", s["txt"].decode("utf-8", "replace").strip() if "txt" in s else None)
+        if img is None or cap is None or matched({"caption": str(cap), "subreddit": str(meta.get("subreddit", ""))}, self.spec):
+            return None
+        return D.load_image(img, self.image_format), str(cap)
+
+    def epoch(self, e: int):
+        "The pipeline of epoch `e`: this process's and worker's shards, shuffled from seed + e."
+        import random
+        import webdataset as wds
+        ds = wds.WebDataset(self.urls, shardshuffle=len(self.urls), detshuffle=True, seed=self.seed + e,
+                            nodesplitter=wds.split_by_node, workersplitter=wds.split_by_worker, empty_check=False)
+        return ds.shuffle(self.buffer, rng=random.Random(self.seed + e)).map(self._pair).select(lambda p: p is not None)
+
+    def __iter__(self):
+        for e in itertools.count():
+            n = 0
+            for p in self.epoch(e): n += 1; yield p
+            if n == 0: return   # no shard (or no retain pair) for this process/worker: end instead of spinning
+
+# %% ../nbs/02b_pairs.ipynb #5a7e0008
+class StreamBatches(_RealTables):
+    "Real-data batches with indexed forget pairs and a streamed (webdataset) retain stream."
+    def __init__(self, shards: str | Path, spec: ForgetSpec, *, batch_size: int = 256, forget_batch: int = 64, seed: int = 0,
+                 taxonomy: Taxonomy | None = None, template_set: str = "clip_cifar", image_format: str = "full",
+                 buffer: int = 1000, annotations=None):
+        self.batch_size, self.forget_batch, self.seed, self.image_format = batch_size, forget_batch, seed, image_format
+        self.urls = expand_shards(shards)
+        self.forget, leaf, self.counts, self.n_retain = scan_forget_shards(shards, spec, annotations=annotations,
+                                                                           image_format=image_format, taxonomy=taxonomy)
+        self._tables(spec, leaf, taxonomy, template_set)
+        self.stream = RetainStream(self.urls, spec, image_format=image_format, seed=seed, buffer=buffer)
+
+    def batches(self, start: int, stop: int, *, rank: int = 0, world: int = 1, num_workers: int = 0):
+        "(step, batch) for steps start..stop-1: this process's retain pairs from the stream, the rest from (seed, step)."
+        sr, sf = shard(self.batch_size, rank, world), shard(self.forget_batch, rank, world)
+        nb = sr.stop - sr.start
+        it = itertools.chain(DataLoader(self.stream, batch_size=None, num_workers=num_workers), itertools.repeat(None))
+        for _ in range(start * nb): next(it)                    # resume: the stream's prefix is read and dropped
+        for step in range(start, stop):
+            pairs = [next(it) for _ in range(nb)]
+            if any(p is None for p in pairs):
+                raise ValueError(f"the retain stream of {len(self.urls)} shards ended for process {rank} of {world}: "
+                                 f"give at least as many shards as processes x DataLoader workers")
+            g = step_generator(self.seed, step)
+            idx_f = torch.randint(0, len(self.forget), (self.forget_batch,), generator=g)
+            alt = torch.randint(0, nb, (self.forget_batch,), generator=g)
+            tpl = torch.randint(0, len(self.templates), (len(self.concepts),), generator=g)
+            caps = [c for _, c in pairs]
+            yield step, dict(img_r=torch.stack([x for x, _ in pairs]), cap_r=caps, cls_r=None, con_r=None,
+                             img_f=torch.stack([self.forget[int(i)][0] for i in idx_f[sf]]),
+                             cap_f=[self.forget.captions[int(i)] for i in idx_f[sf]], cap_alt=[caps[int(i)] for i in alt[sf]],
+                             leaf_f=self.leaf_f[idx_f], anc_f=self.anc_f[idx_f], concept_caps=self.concept_captions(tpl))

@@ -57,3 +57,14 @@ def test_finished_run_is_not_overwritten(real_world, capsys):
     stamp = (out / "metrics.json").stat().st_mtime_ns
     assert _unlearn(w, "meru_vit_s", "hac", w["csv"], out) == 2
     assert "holds a finished run" in capsys.readouterr().err and (out / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_streamed_retain_pairs(real_world, capsys):
+    "--stream: the forget pairs are indexed in one pass, the retain pairs streamed by webdataset; same outputs."
+    w = real_world
+    out = w["t"] / "run_stream"
+    assert _unlearn(w, "clip_vit_s", "ac", w["shards"], out, "--stream") == 0, capsys.readouterr().err
+    src = json.loads((out / "config.json").read_text())["sources"]
+    assert src["stream"] is True and (src["forget_pairs"], src["retain_pairs"]) == (4, 6)
+    assert [r["step"] for r in json.loads((out / "history.json").read_text())] == [0, 1, 2]
+    assert (out / "model.pt").exists() and (out / "metrics.json").exists()

@@ -151,6 +151,7 @@ REAL_DATA_CASES = {   # case -> (arguments after the common ones, what the messa
     "forget concept has no eval images": (["--forget", "zebra", "--keywords", "zebra=car", "--concept-classes", "CONCEPTS5",
                                            "--classnames", "NAMES5"], ["none of the 1 classes of forget concept", "zebra"]),
     "unknown concept": (["--forget", "unicorn"], ["unicorn"]),
+    "stream of a table": (["--stream", ""], ["is not a webdataset shard"]),
     "data without eval images": (["--eval-images", None], ["--data and --eval-images go together"]),
 }
 
@@ -173,7 +174,7 @@ def test_real_data_mistakes_write_nothing(real_world, ckpts, capsys, tmp_path, c
         args[k] = v
     argv = ["unlearn", "--method", "ac", "--steps", "1", "--device", "cpu", "--quiet", "--out", str(tmp_path / "run")]
     for k, v in args.items():
-        if v is not None: argv += [k, *v.split(" ")]
+        if v is not None: argv += [k, *(v.split(" ") if v else [])]   # "" marks a flag without a value
     assert main(argv) == 2
     err = " ".join(capsys.readouterr().err.split())
     for m in msgs: assert m in err, (case, m, err)

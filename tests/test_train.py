@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -226,3 +227,30 @@ def test_cli_hac_terms_act_and_change_the_result(tiny_ckpts, tmp_path):
     assert "ec" not in off[-1] and "nr" not in off[-1]
     a, b = _state(tmp_path / "hac" / "model.pt"), _state(tmp_path / "off" / "model.pt")
     assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point()), "HAC's terms changed no weight"
+
+
+def test_ddp_on_real_pairs_matches_one_process(tiny_ckpts, real_world, tmp_path):
+    """torchrun, 2 gloo processes, HAC on captioned pairs (PairBatches, FolderEval): the same model as one process."""
+    from PIL import Image
+    gray = tmp_path / "gray"
+    for k, cls in enumerate(["beagle", "pug", "tabby_cat", "sorrel"]):   # a 28 px grayscale folder for the tiny MERU
+        (gray / cls).mkdir(parents=True)
+        Image.fromarray(np.full((28, 28), 60 * k, np.uint8), "L").save(gray / cls / "0.png")
+    w = real_world
+    args = ["unlearn", "--model", tiny_ckpts["meru"], "--method", "hac", "--forget", "dog", "--data", str(w["csv"]),
+            "--eval-images", str(gray), "--classnames", str(w["names"]), "--concept-classes", str(w["concepts"]),
+            "--keywords", "dog=beagle", "--steps", "2", "--batch-size", "4", "--forget-batch", "2", "--threads", "1",
+            "--device", "cpu", "--quiet", "--set", "log_every=1", "probe_size=4", "warmup=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                        "127.0.0.1", "--master_port", str(_free_port()), "-m", "hac.cli", *args, "--out", str(tmp_path / "ddp")],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    cfg = json.loads((tmp_path / "ddp" / "config.json").read_text())
+    assert cfg["world_size"] == 2 and cfg["sources"]["forget_pairs"] == 4
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    _same_state(_state(tmp_path / "ddp" / "model.pt"), _state(tmp_path / "one" / "model.pt"), atol=2e-5)
+    h2 = json.loads((tmp_path / "ddp" / "history.json").read_text())
+    h1 = json.loads((tmp_path / "one" / "history.json").read_text())
+    assert [r["step"] for r in h1] == [r["step"] for r in h2] == [0, 1, 2]
+    assert h1[-1]["loss"] == pytest.approx(h2[-1]["loss"], rel=1e-4) and h1[-1]["ec"] > 0

@@ -750,7 +750,8 @@ REPORT_KEYS = {
     "retain_mean_class": "... over the retain classes",
     "n_forget": "number of evaluation images of the forget classes", "n_retain": "... of the retain classes",
 }
-_RENAMED_KEYS = {"overall_top1": "acc", "forget_top1": "forget_acc", "retain_top1": "retain_acc", "top5": "acc5"}
+_RENAMED_KEYS = {"overall_top1": "acc", "forget_top1": "forget_acc", "retain_top1": "retain_acc", "top5": "acc5",
+                 "top1": "acc"}   # top1: the per-class entries of hac eval reports
 
 # %% ../nbs/05_evaluate.ipynb #f13359ae
 def canonical_metrics(d: dict) -> dict:

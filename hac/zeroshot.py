@@ -275,7 +275,7 @@ def _folder_report(y: torch.Tensor, p: torch.Tensor, hits5: int, classnames: Seq
     out["acc5"] = hits5 / len(y)
     cm = confusion_matrix(y, p, n_classes=K)
     acc, n = per_class_accuracy(cm), cm.sum(1)
-    out["per_class"] = [dict(index=k, name=classnames[k], n=int(n[k]), top1=float(acc[k]))
+    out["per_class"] = [dict(index=k, name=classnames[k], n=int(n[k]), acc=float(acc[k]))
                         for k in range(K) if n[k] > 0]
     nz = cm.nonzero().tolist()
     out["confusion"] = [[t, q, int(cm[t, q])] for t, q in nz]

@@ -157,20 +157,19 @@ def format_report(cfg: TrainConfig, metrics: dict) -> str:
 def _device_defaults(args, over: dict) -> dict:
     "--device auto (cuda when visible, else cpu) and bf16 autocast on CUDA unless --precision says otherwise."
     if over.get("device", "auto") == "auto":
-        import torch
-        over["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+        from hac.zeroshot import pick_device
+        over["device"] = pick_device("auto").type
     if over["device"].startswith("cuda") and "precision" not in over and not getattr(args, "config", None):
         over["precision"] = "bf16"
     return over
 
 def _out_dir(args, cfg: TrainConfig) -> TrainConfig:
     "A new runs/<command>/<time>-... folder without --out; refuse a finished run's folder unless --overwrite."
-    from hac.zeroshot import default_out_dir
+    from hac.zeroshot import default_out_dir, refuse_finished
     if cfg.out_dir is None:
         return dataclasses.replace(cfg, out_dir=str(default_out_dir(f"{cfg.method}-{'-'.join(cfg.forget) or cfg.model}",
                                                                      root=f"runs/{args.command}")))
-    if (Path(cfg.out_dir) / "metrics.json").exists() and not getattr(args, "overwrite", False):
-        raise FileExistsError(f"{cfg.out_dir} holds a finished run (metrics.json): choose another --out or pass --overwrite")
+    refuse_finished(cfg.out_dir, getattr(args, "overwrite", False))
     return cfg
 
 # %% ../nbs/07_cli.ipynb #b2c3d4e5
@@ -185,9 +184,8 @@ def _pairs_arg(items, flag: str) -> dict:
 
 def _workers(args, cfg: TrainConfig) -> int:
     "--workers, else min(8, CPUs) on CUDA and 0 on CPU."
-    import os
-    w = getattr(args, "workers", None)
-    return w if w is not None else (min(8, os.cpu_count() or 1) if str(cfg.device).startswith("cuda") else 0)
+    from hac.zeroshot import default_workers
+    return default_workers(getattr(args, "workers", None), cfg.device)
 
 # %% ../nbs/07_cli.ipynb #f1000012
 def _real_builder(args, cfg: TrainConfig, spec, fmt: str, tset: str) -> tuple:

@@ -750,8 +750,8 @@ class RedCapsSplit:
                                  f"{'missing images':>16}: {self.missing_images} of {self.n_records} records"])
 
 # %% ../nbs/02_data.ipynb #59a3c852
-def _scan_shards(shards) -> dict:
-    "key -> {'jpg': (tar, member), 'json': dict, 'txt': str} from webdataset-style TAR shards."
+def _shard_files(shards) -> list[Path]:
+    "The TAR files of shard paths, folders (their *.tar) and globs; missing ones raise."
     shards = [shards] if isinstance(shards, (str, Path)) else list(shards)
     files = []
     for s in map(Path, shards):
@@ -762,8 +762,12 @@ def _scan_shards(shards) -> dict:
             if not hits: raise FileNotFoundError(f"TAR shard {s} not found; expected webdataset .tar files (<key>.jpg with <key>.json or <key>.txt)")
             files += hits
     if not files: raise FileNotFoundError(f"no .tar shards in {shards}; expected webdataset .tar files")
+    return files
+
+def _scan_shards(shards) -> dict:
+    "key -> {'jpg': (tar, member), 'json': dict, 'txt': str} from webdataset-style TAR shards."
     out = {}
-    for f in files:
+    for f in _shard_files(shards):
         with tarfile.open(f, "r:*") as tf:
             for m in tf.getmembers():
                 if not m.isfile(): continue
@@ -809,12 +813,17 @@ def _shard_pairs(shards, annotations=None) -> tuple[list, list, int, int]:
     return records, sources, n_records, missing
 
 # %% ../nbs/02_data.ipynb #39eba1ac
+def _concept_hits(record: dict, matchers: dict) -> list[str]:
+    "Names of the concepts whose subreddits or caption words match `record` ({'caption', 'subreddit'}), in order."
+    return [n for n, (subs, rx) in matchers.items()
+            if record.get("subreddit", "").lower() in subs or (rx is not None and rx.search(record["caption"]))]
+
 def _split_by_concept(records, sources, matchers) -> tuple[tuple, tuple, dict]:
     "((forget records, sources), (retain records, sources), matches per concept); records get 'concept' and 'concepts'."
     counts = {n: 0 for n in matchers}
     forget, retain = ([], []), ([], [])
     for r, s in zip(records, sources):
-        hit = [n for n, (subs, rx) in matchers.items() if r["subreddit"].lower() in subs or (rx is not None and rx.search(r["caption"]))]
+        hit = _concept_hits(r, matchers)
         for n in hit: counts[n] += 1
         r["concept"] = hit[0] if hit else ""
         r["concepts"] = tuple(hit)

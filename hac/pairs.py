@@ -4,15 +4,14 @@
 
 # %% auto #0
 __all__ = ['table_pairs', 'expand_shards', 'shard_pairs', 'redcaps_pairs', 'imagefolder_pairs', 'open_pairs', 'ForgetSpec',
-           'forget_concepts', 'PairSplit', 'matched', 'split_pairs', 'step_generator', 'shard', 'epoch_draw',
-           'AnimalMNISTBatches', 'PairBatches', 'batches', 'scan_forget_shards', 'RetainStream', 'StreamBatches']
+           'forget_concepts', 'PairSplit', 'matched', 'split_pairs', 'parent_table', 'kept_concepts', 'step_generator',
+           'shard', 'epoch_draw', 'AnimalMNISTBatches', 'PairBatches', 'batches', 'scan_forget_shards', 'RetainStream',
+           'StreamBatches']
 
 # %% ../nbs/02b_pairs.ipynb #64edc536
 import csv
-import glob
 import itertools
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -55,10 +54,15 @@ def table_pairs(path: str | Path, # a .csv, .tsv or .jsonl file with image and c
     for r in rows:
         p = Path(str(r[ic])); p = p if p.is_absolute() else path.parent / p
         if not p.is_file(): missing += 1; continue
-        records.append({"image_id": p.stem, "subreddit": str(r.get("subreddit") or ""), "caption": str(r[cc]), "concept": ""})
+        records.append({"image_id": p.stem, "subreddit": str(r.get("subreddit") or ""), "caption": str(r[cc])})
         sources.append(_Source(path=p))
     if not records: raise FileNotFoundError(f"none of the {len(rows)} images of {path} exists (first: {rows[0][ic]!r}); "
                                             f"image paths are read relative to {path.parent}")
+    return _new_pairs(records, sources, image_format, missing)
+
+def _new_pairs(records: list, sources: list, image_format: str, missing: int = 0) -> Pairs:
+    "Pairs of a source, concepts not yet assigned; `missing_images` counts records whose image was not found."
+    for r in records: r["concept"] = ""
     pairs = Pairs(records, sources, (), image_format)
     pairs.missing_images = missing
     return pairs
@@ -67,26 +71,17 @@ def table_pairs(path: str | Path, # a .csv, .tsv or .jsonl file with image and c
 def expand_shards(spec: str | Path) -> list[Path]:
     "TAR files of a shard spec: brace pattern (`a/{000..009}.tar`), glob, folder or file; missing ones raise."
     from braceexpand import braceexpand
-    out = []
-    for s in braceexpand(str(spec)):
-        p = Path(s)
-        if p.is_dir(): out += sorted(p.glob("*.tar"))
-        elif any(ch in s for ch in "*?["): out += sorted(map(Path, glob.glob(s)))
-        elif p.is_file():
-            if ".tar" not in p.name and not p.name.endswith(".tgz"):
-                raise ValueError(f"{p} is not a webdataset shard (.tar, .tar.gz, .tgz); tables go to table_pairs / --data without --stream")
-            out.append(p)
-        else: raise FileNotFoundError(f"shard {p} (from {spec}) not found; expected webdataset .tar shards")
-    if not out: raise FileNotFoundError(f"no .tar shards match {spec}")
-    return out
+    paths = list(braceexpand(str(spec)))
+    for p in map(Path, paths):
+        if p.is_file() and ".tar" not in p.name and not p.name.endswith(".tgz"):
+            raise ValueError(f"{p} is not a webdataset shard (.tar, .tar.gz, .tgz); tables go to table_pairs / --data without --stream")
+    return D._shard_files(paths)   # folders, globs and files, as the RedCaps builder resolves them
 
 def shard_pairs(spec: str | Path, annotations=None, image_format: str = "full") -> Pairs:
     "All pairs of webdataset shards (caption from <key>.txt or <key>.json's 'caption'; subreddit from json or annotations)."
     records, sources, n, missing = D._shard_pairs(expand_shards(spec), annotations)
     if not records: raise ValueError(f"the shards of {spec} hold no captioned image ({n} captions, {missing} without image)")
-    for r in records: r["concept"] = ""
-    pairs = Pairs(records, sources, (), image_format); pairs.missing_images = missing
-    return pairs
+    return _new_pairs(records, sources, image_format, missing)
 
 def redcaps_pairs(folder: str | Path, image_format: str = "full") -> Pairs:
     "All pairs of a RedCaps folder: annotations/*.json with images/ (or shards/)."
@@ -96,9 +91,7 @@ def redcaps_pairs(folder: str | Path, image_format: str = "full") -> Pairs:
     if (folder / "shards").is_dir(): return shard_pairs(folder / "shards", annotations=ann, image_format=image_format)
     records, sources, n, missing = D._folder_pairs(ann, folder / "images")
     if not records: raise FileNotFoundError(f"none of the {n} annotated images of {folder} is in {folder / 'images'}")
-    for r in records: r["concept"] = ""
-    pairs = Pairs(records, sources, (), image_format); pairs.missing_images = missing
-    return pairs
+    return _new_pairs(records, sources, image_format, missing)
 
 # %% ../nbs/02b_pairs.ipynb #02627362
 def imagefolder_pairs(root: str | Path, template_set: str = "clip_cifar", seed: int = 0,
@@ -111,9 +104,9 @@ def imagefolder_pairs(root: str | Path, template_set: str = "clip_cifar", seed: 
              for f in sorted(d.iterdir()) if f.suffix.lower() in D.IMAGE_EXTENSIONS]
     if not files: raise FileNotFoundError(f"no images in the class sub-folders of {root}")
     t = np.random.default_rng(seed).integers(0, len(tpl), len(files))
-    records = [{"image_id": f.stem, "subreddit": "", "caption": D.fill_template(tpl[k], c.replace("_", " ")), "concept": ""}
+    records = [{"image_id": f.stem, "subreddit": "", "caption": D.fill_template(tpl[k], c.replace("_", " "))}
                for (c, f), k in zip(files, t)]
-    return Pairs(records, [_Source(path=f) for _, f in files], (), image_format)
+    return _new_pairs(records, [_Source(path=f) for _, f in files], image_format)
 
 # %% ../nbs/02b_pairs.ipynb #32f0c989
 def open_pairs(spec: str | Path, image_format: str = "full", template_set: str = "clip_cifar") -> Pairs:
@@ -138,6 +131,10 @@ class ForgetSpec:
     anchor: dict          # concept index of each forget node -> index of its nearest retained ancestor (-1: none)
     matchers: dict        # name -> (subreddits, regex) for caption matching (see hac.data._concept_matchers)
 
+def _nearest_kept_ancestor(tx: Taxonomy, c: str, gone: set) -> int:
+    "Index of the nearest ancestor of `c` whose index is not in `gone` (-1: none): where HAC re-anchors `c`'s images."
+    return next((tx.index(a) for a in tx.ancestors(c) if tx.index(a) not in gone), -1)
+
 def forget_concepts(forget: Sequence[str], # taxonomy nodes to forget
                     taxonomy: Taxonomy | None = None,
                     keywords: dict | None = None, # node -> extra caption keywords
@@ -151,7 +148,7 @@ def forget_concepts(forget: Sequence[str], # taxonomy nodes to forget
             if k not in forget: raise ValueError(f"keywords/subreddits given for {k!r}, which is not a forget concept {forget}")
     for c in forget: tx.check(c)   # unknown names raise with the valid ones
     gone = sorted({tx.index(n) for c in forget for n in (c,) + tx.descendants(c)})
-    anchor = {tx.index(c): next((tx.index(a) for a in tx.ancestors(c) if tx.index(a) not in gone), -1) for c in forget}
+    anchor = {tx.index(c): _nearest_kept_ancestor(tx, c, set(gone)) for c in forget}
     specs = {c: {"keywords": sorted({t for n in (c,) + tx.descendants(c) for t in tx.terms(n)} | set((keywords or {}).get(c, ()))),
                  **({"subreddits": list(subreddits[c])} if subreddits and c in subreddits else {})} for c in forget}
     return ForgetSpec(tuple(forget), tuple(gone), anchor, D._concept_matchers(specs))
@@ -174,8 +171,7 @@ def _subset(ds, idx):
 
 def matched(record: dict, spec: ForgetSpec) -> str | None:
     "The first forget concept whose subreddits or caption words match `record` ({'caption', 'subreddit'}), else None."
-    return next((c for c, (subs, rx) in spec.matchers.items()
-                 if record.get("subreddit", "").lower() in subs or (rx is not None and rx.search(record["caption"]))), None)
+    return next(iter(D._concept_hits(record, spec.matchers)), None)
 
 def split_pairs(source, spec: ForgetSpec, taxonomy: Taxonomy | None = None) -> PairSplit:
     "Forget / retain pairs of `source` (Pairs or AnimalMNIST) under `spec`."
@@ -193,6 +189,15 @@ def split_pairs(source, spec: ForgetSpec, taxonomy: Taxonomy | None = None) -> P
                      torch.tensor([tx.index(hit[i]) for i in f_idx]), counts)
 
 # %% ../nbs/02b_pairs.ipynb #cbf84c4b
+def parent_table(tx: Taxonomy) -> torch.Tensor:
+    "(K,) index of each concept's parent, -1 for the root."
+    return torch.tensor([tx.index(tx.parent(c)) if tx.parent(c) else -1 for c in tx.concepts])
+
+def kept_concepts(n_concepts: int, gone: torch.Tensor) -> torch.Tensor:
+    "Sorted indices of the concepts not in `gone` (the retained ones)."
+    keep = torch.ones(n_concepts, dtype=torch.bool); keep[gone] = False
+    return torch.nonzero(keep).flatten()
+
 def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
     "A generator that depends only on (seed, step, stream)."
     return torch.Generator().manual_seed((seed * 1_000_003 + step) * 7 + stream)
@@ -226,7 +231,7 @@ class AnimalMNISTBatches:
         self.vocabulary = list(self.train.vocabulary)          # index = concept * n_templates + template
         self.n_templates = len(self.templates)
         self.truth = torch.tensor([[c in tx.path(k) for c in self.concepts] for k in self.classes])  # (C, K)
-        self.parent = torch.tensor([tx.index(tx.parent(c)) if tx.parent(c) else -1 for c in self.concepts])
+        self.parent = parent_table(tx)
         self.leaf = torch.tensor([tx.index(k) for k in self.classes])  # (C,) concept index of each class
         self.images, self.labels = self.train.images, self.train.labels  # (N, 28, 28) uint8, (N,)
         self._set_forget(forget if method != "pretrain" else ())
@@ -249,11 +254,9 @@ def _forget_tables(self: AnimalMNISTBatches, forget):
     self.forget_idx = torch.nonzero(fc[self.labels]).flatten()
     self.retain_idx = torch.nonzero(~fc[self.labels]).flatten()
     self.retain_classes = [i for i in range(len(self.classes)) if i not in self.forget_classes]
-    keep = torch.ones(len(self.concepts), dtype=torch.bool); keep[self.forget_concepts] = False
-    self.retain_concepts = torch.nonzero(keep).flatten()
-    gone, tx = set(self.forget_concepts.tolist()), self.taxonomy
-    self.anchor = torch.tensor([next((tx.index(a) for a in tx.ancestors(k) if tx.index(a) not in gone), -1)
-                                for k in self.classes])
+    self.retain_concepts = kept_concepts(len(self.concepts), self.forget_concepts)
+    gone = set(self.forget_concepts.tolist())
+    self.anchor = torch.tensor([_nearest_kept_ancestor(self.taxonomy, k, gone) for k in self.classes])
     self.sub_parent = _sub_parent(self.parent, self.retain_concepts)
     return self
 AnimalMNISTBatches._set_forget = _forget_tables
@@ -333,10 +336,9 @@ class _RealTables:
     def _tables(self, spec: ForgetSpec, forget_concept: torch.Tensor, taxonomy, template_set):
         tx = self.taxonomy = taxonomy or load_taxonomy()
         self.concepts, self.templates = list(tx.concepts), list(D.templates(template_set))
-        self.parent = torch.tensor([tx.index(tx.parent(c)) if tx.parent(c) else -1 for c in self.concepts])
+        self.parent = parent_table(tx)
         self.forget_concepts = torch.tensor(spec.gone, dtype=torch.long)
-        keep = torch.ones(len(self.concepts), dtype=torch.bool); keep[self.forget_concepts] = False
-        self.retain_concepts = torch.nonzero(keep).flatten()
+        self.retain_concepts = kept_concepts(len(self.concepts), self.forget_concepts)
         self.sub_parent = _sub_parent(self.parent, self.retain_concepts)
         self.leaf_f, self.anc_f = forget_concept, torch.tensor([spec.anchor[int(c)] for c in forget_concept])
     def concept_captions(self, tpl: torch.Tensor) -> list[str]:
@@ -396,11 +398,11 @@ def scan_forget_shards(spec_str: str | Path, spec: ForgetSpec, *, annotations=No
             hit = matched(r, spec)
             if hit is None: n_retain += 1; continue
             counts[hit] += 1; leaf.append(tx.index(hit))
-            records.append({**r, "concept": ""}); sources.append(src)
+            records.append(r); sources.append(src)
     if not records: raise ValueError(f"no pair of the {n_retain} in {spec_str} mentions {list(spec.names)}: the forget "
                                      f"set is empty (add --keywords, or check the data)")
     if not n_retain: raise ValueError(f"every pair in {spec_str} mentions {list(spec.names)}: nothing to retain")
-    return Pairs(records, sources, (), image_format), torch.tensor(leaf), counts, n_retain
+    return _new_pairs(records, sources, image_format), torch.tensor(leaf), counts, n_retain
 
 # %% ../nbs/02b_pairs.ipynb #5a7e0005
 class RetainStream(torch.utils.data.IterableDataset):

@@ -31,7 +31,7 @@ from . import evaluate as EV
 from . import losses as LS
 from .config import TrainConfig, pretrain_config, unlearn_config, write_json
 from .reproduce import atomic_file, atomic_save, git_commit
-from .models import build_model, load_checkpoint, save_checkpoint, tiny_config
+from .models import build_model, save_checkpoint, tiny_config
 from .pairs import AnimalMNISTBatches, batches
 
 # %% ../nbs/04_train.ipynb #260f6c31
@@ -227,10 +227,8 @@ def _build(cfg: TrainConfig, device, model=None):
     "The model a run starts from (new for pretrain/retrain, given or loaded otherwise) and its frozen copy (HAC)."
     if cfg.method in ("pretrain", "retrain"): model = build_model(tiny_config(cfg.model, **cfg.model_overrides))
     elif model is None:
-        if cfg.model_path is not None and Path(cfg.model_path).is_file(): model = load_checkpoint(cfg.model_path)
-        else:
-            from hac.zeroshot import resolve_model   # a released name or open_clip:ARCH@TAG
-            model = resolve_model(cfg.model_path)
+        from hac.zeroshot import resolve_model   # a checkpoint path, a released name or open_clip:ARCH@TAG
+        model = resolve_model(cfg.model_path)
     model.to(device)
     frozen = copy.deepcopy(model).eval().requires_grad_(False) if cfg.method == "hac" else None
     return model, frozen

@@ -29,8 +29,9 @@ from .models import PRETRAINED, from_open_clip, from_pretrained, load_checkpoint
 # %% auto #0
 __all__ = ['BUILTIN_CLASSNAMES', 'BUILTIN_CONCEPTS', 'assets_dir', 'load_classnames', 'load_concepts', 'forget_classes',
            'model_input', 'describe_input', 'image_transform', 'match_folders', 'ZeroShotFolder', 'check_folder_format',
-           'pick_device', 'confusion_dense', 'zero_shot_folder', 'parse_model_spec', 'resolve_model', 'load_templates',
-           'default_out_dir', 'FolderEval', 'evaluate_folder', 'read_metrics']
+           'pick_device', 'default_workers', 'refuse_finished', 'confusion_dense', 'zero_shot_folder',
+           'parse_model_spec', 'resolve_model', 'load_templates', 'default_out_dir', 'FolderEval', 'evaluate_folder',
+           'read_metrics']
 
 # %% ../nbs/05a_zeroshot.ipynb #e5a00008
 BUILTIN_CLASSNAMES = ("imagenet", "cifar10", "cifar100")
@@ -244,6 +245,17 @@ def pick_device(device: str = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but no CUDA device is visible: use --device cpu (or auto)")
     return dev
+
+def default_workers(num_workers: int | None, device) -> int:
+    "`num_workers`, else min(8, CPUs) on CUDA and 0 on CPU (DataLoader workers)."
+    if num_workers is not None: return num_workers
+    return min(8, os.cpu_count() or 1) if torch.device(device).type == "cuda" else 0
+
+def refuse_finished(out_dir, overwrite: bool = False) -> None:
+    "Raise FileExistsError when `out_dir` holds a finished run (metrics.json) and `overwrite` is not set."
+    if out_dir is not None and (Path(out_dir) / "metrics.json").exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} already holds a finished run (metrics.json): choose another --out or pass "
+                              f"--overwrite")
 
 def confusion_dense(entries: Sequence[Sequence[int]], # [[true, predicted, count], ...] as in the report
                     n_classes: int) -> torch.Tensor: # (K, K) int64, rows = true class
@@ -482,11 +494,9 @@ def evaluate_folder(model: str | torch.nn.Module, # a model spec (see resolve_mo
     cname = str(classnames) if isinstance(classnames, (str, Path)) else ("list" if classnames is not None else None)
     if precision not in ("auto", "bf16", "fp32"): raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
     dev = pick_device(device)
-    if out_dir is not None and (Path(out_dir) / "metrics.json").exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} already holds a finished run (metrics.json): choose another --out or pass "
-                              f"--overwrite")
+    refuse_finished(out_dir, overwrite)
     amp = {"auto": dev.type == "cuda", "bf16": True, "fp32": False}[precision]
-    workers = num_workers if num_workers is not None else (min(8, os.cpu_count() or 1) if dev.type == "cuda" else 0)
+    workers = default_workers(num_workers, dev)
     ev = FolderEval(eval_images, classnames=classnames, concept_classes=concept_classes, forget=forget,   # cheap checks
                     templates=templates, batch_size=batch_size, num_workers=workers, amp=amp, progress=progress)
     mdl = resolve_model(model, cache_dir=cache_dir, download=download) if isinstance(model, (str, Path)) else model

@@ -270,6 +270,7 @@ def main(argv=None):
     device = torch.device(dev)
     if device.type == "cuda":
         if not torch.cuda.is_available(): p.error("--device cuda but no GPU is visible: use --device cpu")
+        device = torch.device("cuda", device.index if device.index is not None else torch.cuda.current_device())
         torch.cuda.set_device(device)   # TF32 stays as torch leaves it (off for matmuls): Lorentz distances need fp32
     elif device.type != "cpu":
         p.error(f"--device must be auto, cpu or cuda[:N], got {args.device!r}")

@@ -90,20 +90,25 @@ def ball_expmap(
     return _project_ball(mobius_add(Y, torch.tanh(_conformal(Y) * n / 2) * U / n))
 
 # %% ../nbs/06a_hyptsne.ipynb #6efce4c8
+def _fix_signs(V):
+    "Flip each column of V (N, k) so that its largest-magnitude entry is positive (eigen/singular vectors have no sign)."
+    s = torch.sign(V.gather(0, V.abs().argmax(0, keepdim=True)))
+    return V * torch.where(s == 0, torch.ones_like(s), s)
+
 def _classical_mds(D, dim=2):
-    "Classical MDS coordinates (N, dim) of a distance matrix (float64)."
+    "Classical MDS coordinates (N, dim) of a distance matrix (float64), columns sign-fixed by `_fix_signs`."
     N = D.shape[0]
     J = torch.eye(N, dtype=D.dtype) - 1.0 / N
     B = -0.5 * J @ (D**2) @ J
     evals, evecs = torch.linalg.eigh(B)
     idx = evals.argsort(descending=True)[:dim]
-    return evecs[:, idx] * evals[idx].clamp_min(0).sqrt()
+    return _fix_signs(evecs[:, idx] * evals[idx].clamp_min(0).sqrt())
 
 def _pca2(V):
-    "Two leading principal-component scores (N, 2) of feature rows V (N, D), float64."
+    "Two leading principal-component scores (N, 2) of feature rows V (N, D), float64, columns sign-fixed."
     V = V.double() - V.double().mean(0)
     U, S, _ = torch.linalg.svd(V, full_matrices=False)
-    out = U[:, :2] * S[:2]
+    out = _fix_signs(U[:, :2] * S[:2])
     return out if out.shape[1] == 2 else torch.nn.functional.pad(out, (0, 2 - out.shape[1]))
 
 # %% ../nbs/06a_hyptsne.ipynb #f9d64386
@@ -147,9 +152,16 @@ def _map_loss(Y, P, eye, *, alpha, gamma, norm_weight, radii, radius_scale):
     return loss
 
 # %% ../nbs/06a_hyptsne.ipynb #f558d32c
+_SNAP = 2.0 ** -20  # grid (~9.5e-7 disk units) the map state is rounded to after each step; see "Same map on any CPU"
+
+def _snap(t):
+    "Round t to the nearest multiple of `_SNAP` (exact in float64 for |t| < 2**32)."
+    return torch.round(t / _SNAP) * _SNAP
+
 def _descend(Y, loss_fn, *, n_iter, early_iter, exaggeration, lr, fixed=None, history=False):
-    "n_iter Riemannian steps on loss_fn(Y, alpha); row `fixed` stays put. Returns (Y, list of losses if history)."
+    "n_iter Riemannian steps on loss_fn(Y, alpha); row `fixed` stays put; state snapped to `_SNAP`. Returns (Y, losses if history)."
     upd, gains, hist = torch.zeros_like(Y), torch.ones_like(Y), []
+    Y = _project_ball(_snap(Y.detach()))
     for it in range(n_iter):
         alpha, mom = (exaggeration, 0.5) if it < early_iter else (1.0, 0.8)
         Y.requires_grad_(True)
@@ -158,8 +170,10 @@ def _descend(Y, loss_fn, *, n_iter, early_iter, exaggeration, lr, fixed=None, hi
         if fixed is not None: grad[fixed] = 0.0
         with torch.no_grad():
             Y, upd, gains = _riemannian_tsne_step(Y.detach(), grad, upd, gains, lr=lr, momentum=mom)
+            Y, upd = _project_ball(_snap(Y)), _snap(upd)
         if history: hist.append(loss.item())
     return Y, hist
+
 
 # %% ../nbs/06a_hyptsne.ipynb #5853db32
 def _embed_args(D, radii, *, norm_weight, anchor_origin, lr, gamma, n_iter, early_iter):

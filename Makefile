@@ -45,9 +45,12 @@ readme-check: install
 
 test: export-check readme-check nbtest pytest reproduce-quick
 
+# ends with the check against the committed paper_figures/ (git HEAD): it fails when a claim's verdict changed, a number
+# left its tolerance, or a file appeared or vanished (README: "What reproduces means")
 reproduce: install
 	$(BIN)/hac reproduce --profile default
 	$(BIN)/python scripts/make_readme.py
+	$(BIN)/hac reproduce --check
 
 reproduce-quick: install
 	$(BIN)/hac reproduce --profile quick

@@ -6,10 +6,14 @@
 from __future__ import annotations
 import argparse
 import hashlib
+import io
 import json
+import math
 import os
+import re
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from contextlib import contextmanager
@@ -20,9 +24,12 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['PROFILES', 'repo_root', 'atomic_file', 'atomic_write_text', 'atomic_write_json', 'atomic_save', 'git_commit',
-           'params_hash', 'Experiment', 'load_manifest', 'profile_params', 'check_parameters', 'ReproduceError',
-           'run_dir_for', 'run_experiment', 'reproduce', 'add_parser']
+__all__ = ['PROFILES', 'K_SPREAD', 'TOLERANCES', 'Z95', 'repo_root', 'atomic_file', 'atomic_write_text', 'atomic_write_json',
+           'atomic_save', 'git_commit', 'params_hash', 'Experiment', 'load_manifest', 'profile_params',
+           'check_parameters', 'ReproduceError', 'run_dir_for', 'run_experiment', 'declared_artifacts',
+           'undeclared_files', 'prune_figures', 'reproduce', 'column_kinds', 'seed_se', 'interval_se', 'tolerance',
+           'compare_tables', 'compare_claims', 'check_reproduction', 'reference_from_git', 'check_counts',
+           'check_failed', 'format_check', 'run_check', 'add_parser']
 
 # %% ../nbs/08_reproduce.ipynb #2183ef94
 def repo_root() -> Path:
@@ -249,6 +256,50 @@ def _figures_dir(root: Path, runs_root: Path, profile: str, out_dir) -> Path:
     return Path(out_dir) if out_dir else (root / "paper_figures" if profile in ("default", "full")
                                           else runs_root / "_figures" / profile)
 
+# %% ../nbs/08_reproduce.ipynb #43978d34
+def declared_artifacts(root: Path | None = None) -> set[str]:
+    "What the figures folder may hold: every experiment's `produces` items and the manifest's `render_outputs` files."
+    root = root or repo_root()
+    raw = yaml.safe_load((root / "configs" / "reproduce.yaml").read_text())
+    return {i for e in load_manifest(root).values() for i in e.produces} | set(raw.get("render_outputs") or [])
+
+def undeclared_files(folder: str | os.PathLike, # the figures folder (sub-folders included)
+                     declared: set[str], # items (a file's name up to its first dot) and whole file names
+                    ) -> list[Path]:
+    "Files under `folder` whose name and item nothing declares (hidden files are skipped)."
+    folder = Path(folder)
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file()] if folder.is_dir() else []
+    return [p for p in files if not any(s.startswith(".") for s in p.relative_to(folder).parts)
+            and p.name not in declared and p.name.split(".")[0] not in declared]
+
+def prune_figures(folder: str | os.PathLike, declared: set[str], log=print) -> list[Path]:
+    "Delete the undeclared files of `folder` (artifacts an older commit made and nothing makes now), logging each."
+    gone = undeclared_files(folder, declared)
+    for p in gone:
+        p.unlink()
+        log(f"[reproduce] removed {p}: nothing in configs/reproduce.yaml declares it")
+    return gone
+
+# %% ../nbs/08_reproduce.ipynb #0a9073f9
+def _render_items(exps: dict[str, Experiment], todo: list[str], runs_root: Path, profile: str) -> set[str]:
+    "Items the render runs of `todo` list as written (`items` in their metrics.json)."
+    out = set()
+    for n in (n for n in todo if exps[n].render):
+        m = run_dir_for(runs_root, n, profile) / "metrics.json"
+        if m.exists(): out |= set(json.loads(m.read_text()).get("items", []))
+    return out
+
+def _prune_after_render(exps: dict[str, Experiment], todo: list[str], root: Path, runs_root: Path, profile: str,
+                        figures: Path, log=print) -> list[Path]:
+    "Remove the undeclared files of `figures` if a render notebook ran; keep (and warn about) items the manifest misses."
+    if not any(exps[n].render for n in todo): return []
+    declared = declared_artifacts(root)
+    for item in sorted(_render_items(exps, todo, runs_root, profile) - declared):
+        log(f"[reproduce] warning: the render wrote {item}, which configs/reproduce.yaml does not declare: kept; "
+            "add it to the `produces` of the experiment that feeds it")
+        declared.add(item)
+    return prune_figures(figures, declared, log)
+
 # %% ../nbs/08_reproduce.ipynb #c76bc218
 def reproduce(profile: str = "quick", *, only: list | None = None, force: bool = False,
               runs_root: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
@@ -259,7 +310,7 @@ def reproduce(profile: str = "quick", *, only: list | None = None, force: bool =
     params = profile_params(profile, root)
     todo = _selection(exps, params, profile, only)
     runs_root = Path(runs_root) if runs_root else root / "runs"
-    out_dir = _figures_dir(root, runs_root, profile, out_dir)
+    given, out_dir = out_dir, _figures_dir(root, runs_root, profile, out_dir)
     t0 = time.perf_counter()
     timings = {}
     for i, n in enumerate(todo, 1):
@@ -267,29 +318,294 @@ def reproduce(profile: str = "quick", *, only: list | None = None, force: bool =
         rec = run_experiment(exps[n], profile, params=params.get(n, {}), runs_root=runs_root, out_dir=out_dir,
                              force=force or bool(only), root=root, log=log)
         timings[n] = 0.0 if rec.get("skipped") else rec["seconds"]
+    removed = [] if given else _prune_after_render(exps, todo, root, runs_root, profile, out_dir, log)
     total = round(time.perf_counter() - t0, 1)
-    summary = {"profile": profile, "seconds": timings, "total_seconds": total, "out_dir": str(out_dir)}
+    summary = {"profile": profile, "seconds": timings, "total_seconds": total, "out_dir": str(out_dir),
+               "removed": [str(p) for p in removed]}
     atomic_write_json(runs_root / f"_reproduce_{profile}.json", summary)
     log(f"[reproduce] profile {profile}: {len(todo)} notebooks in {total:.0f} s ({total/60:.1f} min); figures in {out_dir}")
     return summary
 
+# %% ../nbs/08_reproduce.ipynb #1b3f6e20
+K_SPREAD = 3.0  # a mean may move by this many standard errors of the difference of two seed means
+
+TOLERANCES = {  # kind -> how its columns are compared; abs/rel: the floor max(abs, rel * |reference|) of a number
+    "provenance": dict(words={"git", "commit", "version", "seconds", "wall", "time", "started", "finished", "duration"},
+                       compare="ignore", why="differs between any two runs by construction"),
+    "free_text": dict(words={"evidence", "notes", "note", "caption", "comment", "description"}, compare="ignore",
+                      why="prose written from numbers that are compared"),
+    "p_value": dict(names={"p", "p_holm", "p_value"}, compare="ignore", why="judged through the claim's verdict"),
+    "statistic": dict(names={"t", "z"}, compare="ignore", why="an effect over its spread: judged through the verdict"),
+    "spread": dict(names={"ci_low", "ci_high", "mde"}, suffixes=("_std", "_sem", "_ci_low", "_ci_high"),
+                   compare="ignore", why="spreads size the tolerance of their mean"),
+    "verdict": dict(names={"verdict"}, compare="exact", why="a claim's conclusion"),
+    "count": dict(names={"seeds", "n", "n_seeds", "n_units"}, compare="exact", why="the design, not a measurement"),
+    "constant": dict(names={"margin"}, compare="exact", why="a constant of the test, set in code"),
+    "effect": dict(names={"effect", "diff"}, compare="interval", abs=0.0, rel=0.0,
+                   why="the metrics' rule, with the standard errors its 95 % intervals imply; none: not compared"),
+    # measured metrics: |new - ref| <= max(abs, rel * |ref|, K_SPREAD * SE)
+    "unit": dict(words={"auc", "rho", "attach", "reached", "mia", "tpr1", "js", "cone"}, compare="spread", abs=0.01,
+                 rel=0.0, why="AUCs, correlations, shares in [0, 1]"),
+    "steps": dict(words={"step", "steps", "rank"}, compare="spread", abs=1.0, rel=0.0, why="steps and ranks: one"),
+    "score": dict(words={"hubness", "logit"}, compare="spread", abs=0.05, rel=0.0, why="logit differences"),
+    "points": dict(words={"acc", "forget", "retain", "share", "level", "gap", "probe", "knn", "prob"}, compare="spread",
+                   abs=0.5, rel=0.0, why="accuracies, shares, probabilities in percentage points"),
+    "number": dict(compare="spread", abs=1e-3, rel=0.05, why="any other measured number: 5 % or 0.001"),
+    "text": dict(compare="exact", why="configuration values (a transposed table's cells)"),
+}
+
+# %% ../nbs/08_reproduce.ipynb #17f810e6
+_METRIC_KINDS = ("unit", "steps", "score", "points", "number")
+
+def _matches(spec: dict, col: str) -> bool:
+    "Does column name `col` have one of the names, suffixes or words (split at `_`) of `spec`?"
+    return (col in spec.get("names", ()) or col.endswith(tuple(spec.get("suffixes", ())))
+            or bool(set(re.split(r"[\W_]+", col.lower())) & spec.get("words", set())))
+
+def column_kinds(columns: list[str]) -> dict[str, str]:
+    "The kind of each column: a `TOLERANCES` key, or 'key' for the columns that identify a row."
+    out = {}
+    for c in columns:
+        base = c[:-len("_mean")] if c.endswith("_mean") else c
+        fixed = next((k for k, s in TOLERANCES.items() if k not in _METRIC_KINDS + ("text",) and _matches(s, c)), None)
+        if fixed: out[c] = fixed
+        elif c != base or f"{base}_std" in columns:
+            out[c] = next(k for k in _METRIC_KINDS if k == "number" or _matches(TOLERANCES[k], base))
+        else: out[c] = "key"
+    return out
+
+# %% ../nbs/08_reproduce.ipynb #075ef7a8
+def seed_se(std_ref: float, std_new: float, n_ref: float, n_new: float) -> float:
+    "Standard error of the difference of two means over seeds: sqrt(std_ref²/n_ref + std_new²/n_new)."
+    return math.sqrt(std_ref ** 2 / n_ref + std_new ** 2 / n_new)
+
+Z95 = 1.959963984540054  # half-width of a normal 95 % interval, in standard errors
+
+def interval_se(ci_low: float, ci_high: float) -> float:
+    "Standard error a 95 % interval implies: half-width / 1.96 (more than the truth for a t interval over few seeds)."
+    return (ci_high - ci_low) / 2 / Z95
+
+def tolerance(kind: str, # a TOLERANCES key whose compare is 'spread' or 'interval'
+              ref: float, # the reference value
+              *, se: float = 0.0, # standard error of the difference of reference and candidate
+             ) -> float:
+    "Largest |new - ref| allowed: max(abs, rel * |ref|, K_SPREAD * se)."
+    s = TOLERANCES[kind]
+    return max(s.get("abs", 0.0), s.get("rel", 0.0) * abs(ref), K_SPREAD * se)
+
+# %% ../nbs/08_reproduce.ipynb #2b82af14
+def _frame(x):
+    "A CSV path (read as text: keys match as written, numbers are parsed per column) or a DataFrame."
+    import pandas as pd
+    return x.reset_index(drop=True) if isinstance(x, pd.DataFrame) else pd.read_csv(x, dtype=str, keep_default_na=False)
+
+def _num(v) -> float:
+    "`v` as a float; NaN for an empty cell or text."
+    try: return float(v)
+    except (TypeError, ValueError): return float("nan")
+
+def _row_keys(df, keys: list[str]) -> list[tuple]:
+    "One key per row: the text of its key columns and how often that text came before (repeats match in order)."
+    seen, out = {}, []
+    for vals in (df[keys].astype(str).itertuples(index=False, name=None) if keys else [()] * len(df)):
+        seen[vals] = seen.get(vals, -1) + 1
+        out.append(vals + (seen[vals],))
+    return out
+
+def _key_text(k: tuple) -> str:
+    return " / ".join(k[:-1]) + (f" #{k[-1] + 1}" if k[-1] else "")
+
+# %% ../nbs/08_reproduce.ipynb #10859060
+def _cell(kind: str, col: str, r: dict, c: dict) -> tuple[str, float | str] | None:
+    "(status, tolerance) of column `col` of the matched rows `r` (reference) and `c` (candidate); None: not compared."
+    spec, a, b = TOLERANCES[kind], _num(r[col]), _num(c[col])
+    if spec["compare"] == "exact":
+        same = str(r[col]) == str(c[col]) if math.isnan(a) or math.isnan(b) else a == b
+        return ("same" if same else "verdict differs" if kind == "verdict" else "outside"), "exact"
+    lo, hi = (f"{col}_ci_low", f"{col}_ci_high") if f"{col}_ci_low" in r else ("ci_low", "ci_high")
+    if spec["compare"] == "interval" and not (lo in r and lo in c): return None   # no interval: the verdict judges it
+    if math.isnan(a) or math.isnan(b) or a == b:   # equal, both empty, or a number against an empty cell
+        return ("same", "") if math.isnan(a) == math.isnan(b) else ("outside", "number vs empty")
+    if spec["compare"] == "interval":
+        se = [interval_se(_num(x[lo]), _num(x[hi])) for x in (r, c)]
+        tol = tolerance(kind, a, se=math.hypot(*(0.0 if math.isnan(s) else s for s in se)))   # no interval: 0
+    else:
+        base = col[:-len("_mean")] if col.endswith("_mean") else col
+        sd = [0.0 if math.isnan(s) else s for s in (_num(x.get(f"{base}_std")) for x in (r, c))]   # no std: 0
+        n = [k if k >= 1 else 1.0 for k in (_num(x.get("seeds")) for x in (r, c))]                   # no seeds: 1
+        tol = tolerance(kind, a, se=seed_se(sd[0], sd[1], n[0], n[1]))
+    return ("within" if abs(b - a) <= tol else "outside"), tol
+
+# %% ../nbs/08_reproduce.ipynb #b69e259f
+def compare_tables(ref, # the reference table: a DataFrame or a CSV path
+                   new, # the candidate table, likewise
+                   *, file: str = "", # the name findings carry
+                   keys: list[str] | None = None, # the key columns (default: by column_kinds)
+                   shared_only: bool = False, # a column on one side only is no finding
+                  ) -> list[dict]:
+    "Findings of table `new` against `ref`: one per compared cell, and one per row or column on one side only."
+    ref, new = _frame(ref), _frame(new)
+    cols = list(ref.columns) + [c for c in new.columns if c not in set(ref.columns)]
+    kinds = column_kinds(cols)
+    auto = [c for c in cols if kinds[c] == "key"]
+    transposed = keys is None and len(auto) == len(cols) > 1     # nothing measured: Table 7's layout
+    keys = keys if keys is not None else auto[:1] if transposed else auto
+    kinds = {c: "key" if c in keys else "text" if k == "key" else k for c, k in kinds.items()}
+    F = lambda key, col, r, c, tol, status, kind: dict(file=file, key=key, column=col, reference=r, candidate=c,
+                                                       tolerance=tol, status=status, kind=kind)
+    side = lambda c, df: "present" if c in df.columns else "absent"
+    compared = [c for c in cols if c not in keys and TOLERANCES[kinds[c]]["compare"] != "ignore"]
+    shared = [c for c in cols if c in set(ref.columns) & set(new.columns)]
+    out = [F("(column)", c, side(c, ref), side(c, new), "", "missing", kinds[c]) for c in cols
+           if c not in shared and (c in keys or (c in compared and not shared_only))]
+    if not set(keys) <= set(shared): return out       # rows cannot be matched without their keys
+    rk = dict(zip(_row_keys(ref, keys), ref.to_dict("records")))
+    nk = dict(zip(_row_keys(new, keys), new.to_dict("records")))
+    out += [F(_key_text(k), "(row)", "present" if k in rk else "absent", "present" if k in nk else "absent", "",
+              "missing", "row") for k in [*(k for k in rk if k not in nk), *(k for k in nk if k not in rk)]]
+    for k in (k for k in rk if k in nk):
+        if transposed and _matches(TOLERANCES["provenance"], k[0]): continue   # Table 7's git_commit row
+        for c in (c for c in compared if c in shared):
+            if (res := _cell(kinds[c], c, rk[k], nk[k])) is not None:
+                out.append(F(_key_text(k), c, rk[k][c], nk[k][c], res[1], res[0], kinds[c]))
+    return out
+
+# %% ../nbs/08_reproduce.ipynb #ee04a9cc
+def compare_claims(ref, # the reference claims.csv: a DataFrame or a path
+                   new, # the candidate's, likewise
+                   *, file: str = "claims.csv") -> list[dict]:
+    "Findings of claims.csv: claims joined by `claim`, verdicts compared exactly, shared numeric columns by kind."
+    ref, new = _frame(ref), _frame(new)
+    lost = [dict(file=file, key="(column)", column=c, reference="present" if c in ref.columns else "absent",
+                 candidate="present" if c in new.columns else "absent", tolerance="", status="missing", kind="verdict")
+            for c in ("claim", "verdict") if c not in ref.columns or c not in new.columns]
+    return lost or compare_tables(ref, new, file=file, keys=["claim"], shared_only=True)
+
+# %% ../nbs/08_reproduce.ipynb #b9562178
+def _files(folder: Path) -> set[str]:
+    "Relative paths of the files under `folder` (hidden ones skipped)."
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+            if p.is_file() and not any(s.startswith(".") for s in p.relative_to(folder).parts)}
+
+def check_reproduction(candidate: str | os.PathLike, # the fresh figures folder
+                       reference: str | os.PathLike, # the folder to compare it with
+                      ) -> list[dict]:
+    "Findings of `candidate` against `reference`: files on one side only, then claims.csv and every other CSV."
+    cand, ref = Path(candidate), Path(reference)
+    for p, side in ((cand, "candidate"), (ref, "reference")):
+        if not p.is_dir(): raise FileNotFoundError(f"the {side} folder {p} does not exist")
+    fc, fr = _files(cand), _files(ref)
+    out = [dict(file=f, key="", column="(file)", reference="present" if f in fr else "absent",
+                candidate="present" if f in fc else "absent", tolerance="", status="missing", kind="file")
+           for f in sorted(fc ^ fr)]
+    for f in sorted(f for f in fc & fr if f.endswith(".csv")):
+        try: out += (compare_claims if Path(f).name == "claims.csv" else compare_tables)(ref / f, cand / f, file=f)
+        except ValueError as e: raise ValueError(f"{f}: {e}") from None   # e.g. an empty CSV
+    return out
+
+# %% ../nbs/08_reproduce.ipynb #0320802e
+def reference_from_git(root: Path | None = None, # a folder of the git checkout (default: the repository root)
+                       rev: str = "HEAD", # the revision whose committed folder is the reference
+                       folder: str = "paper_figures", # relative to `root`
+                       dest: str | os.PathLike | None = None, # where to extract it (default: a new temporary folder)
+                      ) -> Path:
+    "Extract `folder` as committed at git `rev` into `dest`; FileNotFoundError outside a git checkout."
+    root = Path(root) if root is not None else repo_root()
+    git = lambda *a, cwd=root: subprocess.run(["git", *a], cwd=cwd, capture_output=True, timeout=300)
+    try: where = git("rev-parse", "--show-toplevel", "--show-prefix")
+    except (OSError, subprocess.SubprocessError) as e: raise FileNotFoundError(f"git is not available ({e})") from None
+    if where.returncode:
+        raise FileNotFoundError(f"{root} is not a git checkout: pass --reference FOLDER (the figures folder to compare with)")
+    top, prefix = (where.stdout.decode().splitlines() + [""])[:2]   # archive runs at the top: git refuses a sub-folder there
+    tar = git("archive", "--format=tar", f"{rev}:{prefix}{folder}", cwd=top)
+    if tar.returncode:
+        raise FileNotFoundError(f"no {folder}/ at git revision {rev!r} in {root} ({tar.stderr.decode().strip()}); "
+                                "--reference takes a folder or a git revision")
+    dest = Path(dest) if dest is not None else Path(tempfile.mkdtemp(prefix="hac-reference-"))
+    with tarfile.open(fileobj=io.BytesIO(tar.stdout)) as t: t.extractall(dest, filter="data")
+    return dest
+
+# %% ../nbs/08_reproduce.ipynb #c9535a96
+def check_counts(findings: list[dict]) -> dict:
+    "Verdicts that differ, numbers outside / within tolerance (of those compared), files, rows or columns missing."
+    nums = [f for f in findings if f["kind"] not in ("verdict", "file", "row") and f["status"] != "missing"]
+    return dict(verdicts=sum(f["status"] == "verdict differs" for f in findings),
+                outside=sum(f["status"] == "outside" for f in nums),
+                within=sum(f["status"] in ("same", "within") for f in nums), compared=len(nums),
+                missing=sum(f["status"] == "missing" for f in findings))
+
+def check_failed(findings: list[dict]) -> bool:
+    "True when a verdict differs, a number leaves its tolerance, or a file, row or column is missing."
+    n = check_counts(findings)
+    return bool(n["verdicts"] or n["outside"] or n["missing"])
+
+def _show(v, width: int = 48) -> str:
+    x = _num(v) if not isinstance(v, str) or v.strip() else float("nan")
+    s = f"{x:.6g}" if not math.isnan(x) else str(v)
+    return s if len(s) <= width else s[:width - 3] + "..."
+
+def _tol(t) -> str:
+    return f"±{t:.3g}" if isinstance(t, float) else str(t)
+
+def format_check(findings: list[dict], max_within: int = 10) -> str:
+    "What differs as a table (failures first, then the largest moves within tolerance), then the summary line."
+    rank = {"verdict differs": 0, "missing": 1, "outside": 2}
+    bad = sorted((f for f in findings if f["status"] in rank), key=lambda f: rank[f["status"]])
+    moved = sorted((f for f in findings if f["status"] == "within"),
+                   key=lambda f: -abs(_num(f["candidate"]) - _num(f["reference"])) / f["tolerance"])
+    lines = ["| file | row | column | reference | candidate | tolerance | status |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {f['file']} | {_show(f['key'])} | {f['column']} | {_show(f['reference'])} | {_show(f['candidate'])} | "
+              f"{_tol(f['tolerance'])} | {f['status']} |" for f in bad + moved[:max_within]]
+    if len(moved) > max_within: lines.append(f"... and {len(moved) - max_within} more numbers within tolerance")
+    n = check_counts(findings)
+    return "\n".join((lines if bad or moved else ["no differences"]) + [
+        f"{n['verdicts']} verdicts differ, {n['outside']} numbers outside tolerance, {n['within']} within tolerance "
+        f"(of {n['compared']} compared), {n['missing']} files, rows or columns missing"])
+
+# %% ../nbs/08_reproduce.ipynb #04f3e09f
+def run_check(candidate: str | os.PathLike | None = None, # default: <repo>/paper_figures (what `make reproduce` wrote)
+              reference: str | os.PathLike | None = None, # a folder, or a git revision (default: HEAD)
+              *, root: Path | None = None, log=print) -> int:
+    "`hac reproduce --check`: print what differs between `candidate` and `reference`; 1 if the reproduction fails, else 0."
+    root = Path(root) if root is not None else repo_root()
+    cand = Path(candidate) if candidate is not None else root / "paper_figures"
+    with tempfile.TemporaryDirectory(prefix="hac-reference-") as tmp:
+        if reference is not None and Path(reference).is_dir(): ref, label = Path(reference), str(reference)
+        else:
+            rev = str(reference or "HEAD")
+            ref, label = reference_from_git(root, rev, dest=tmp), f"paper_figures/ at git {rev}"
+        findings = check_reproduction(cand, ref)
+    log(f"hac reproduce --check: {cand} against {label}")
+    log(format_check(findings))
+    return int(check_failed(findings))
+
 # %% ../nbs/08_reproduce.ipynb #59fd1dc8
 def add_parser(subparsers) -> argparse.ArgumentParser:
     "Register `hac reproduce` on an argparse subparsers object."
-    p = subparsers.add_parser("reproduce", help="run the experiment notebooks and render paper_figures/",
-                              description="Run the papermill experiment notebooks into runs/ and render the paper's tables and figures.")
+    p = subparsers.add_parser("reproduce", help="run the experiment notebooks and render paper_figures/, or check a reproduction",
+                              description="Run the papermill experiment notebooks into runs/ and render the paper's tables and figures; "
+                                          "with --check, compare a figures folder with the committed one instead.")
     p.add_argument("--profile", default="quick", choices=PROFILES, help="quick: smoke sizes; default: the embedded default; full: released checkpoints on GPUs")
     p.add_argument("--only", nargs="+", metavar="NAME", help="re-run only these experiments")
     p.add_argument("--force", action="store_true", help="re-run even when a run with the same parameters is done")
     p.add_argument("--runs-dir", default=None, help="root of the run folders (default: <repo>/runs)")
-    p.add_argument("--out-dir", default=None, help="where the render notebook writes (default: paper_figures/ for default/full)")
+    p.add_argument("--out-dir", default=None, help="where the render notebook writes (default: paper_figures/ for default/full); "
+                                                   "with --check: the folder to check (default: paper_figures/)")
+    p.add_argument("--check", action="store_true", help="run nothing: compare --out-dir with --reference (verdicts identical, "
+                                                        "numbers within tolerance, same files); exit 1 if they differ")
+    p.add_argument("--reference", default=None, metavar="FOLDER|REV", help="with --check: a folder, or a git revision whose "
+                                                                            "paper_figures/ is the reference (default: HEAD)")
     p.set_defaults(func=_cli)
     return p
 
 def _cli(args) -> int:
+    if args.reference is not None and not args.check:
+        print("hac reproduce: --reference needs --check", file=sys.stderr)
+        return 2
     try:
+        if args.check: return run_check(args.out_dir, args.reference)
         reproduce(args.profile, only=args.only, force=args.force, runs_root=args.runs_dir, out_dir=args.out_dir)
     except (ReproduceError, ValueError, FileNotFoundError) as e:
         print(f"hac reproduce: {e}", file=sys.stderr)
-        return 1
+        return 2 if args.check else 1
     return 0

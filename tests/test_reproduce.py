@@ -126,3 +126,150 @@ def test_git_commit(tmp_path):
     assert re.fullmatch(r"[0-9a-f]{40}", sha)
     (tmp_path / "f.txt").write_text("2")
     assert git_commit(tmp_path) == sha + "+dirty"
+
+
+# ---------------------------------------------------------------- only declared artifacts in the figures folder
+
+def test_render_prunes_undeclared_files(repo):
+    "After a render notebook ran, files of the figures folder that nothing declares are removed; others stay."
+    params = "run_dir: str = 'scratch'\nruns_root: str = 'scratch'\nout_dir: str = 'scratch'\nprofile: str = 'quick'\n"
+    body = ("import json, pathlib\npathlib.Path(run_dir).mkdir(parents=True, exist_ok=True)\n"
+            "out = pathlib.Path(out_dir); out.mkdir(parents=True, exist_ok=True)\n"
+            "for f in ('table_1_main.csv', 'table_1_main.md', 'table_9_extra.csv', 'README.md'): (out / f).write_text('x')\n"
+            "pathlib.Path(run_dir, 'metrics.json').write_text(json.dumps({'items': ['table_1_main', 'table_9_extra']}))\n")
+    make_nb(repo / "nbs" / "render.ipynb", params, body)
+    (repo / "configs" / "reproduce.yaml").write_text(
+        "render_outputs: [README.md]\nexperiments:\n  a: {notebook: nbs/a.ipynb, produces: [table_1_main]}\n"
+        "  render: {notebook: nbs/render.ipynb, needs: [a], render: true}\n")
+    figs = repo / "paper_figures"
+    for stale in ("table_5_baselines.csv", "table_5_baselines.tex", "figure_6_tradeoff.png"):
+        (figs / stale).parent.mkdir(parents=True, exist_ok=True); (figs / stale).write_text("old")
+    logs = []
+    s = reproduce("default", root=repo, runs_root=repo / "runs", log=logs.append)
+    assert sorted(p.name for p in figs.iterdir()) == ["README.md", "table_1_main.csv", "table_1_main.md", "table_9_extra.csv"]
+    assert sorted(Path(p).name for p in s["removed"]) == ["figure_6_tradeoff.png", "table_5_baselines.csv", "table_5_baselines.tex"]
+    assert sum("removed" in l and "table_5_baselines" in l for l in logs) == 2
+    assert any("warning: the render wrote table_9_extra" in l for l in logs)   # listed by the render, not in the manifest: kept
+    # a folder given with --out-dir is never pruned
+    other = repo / "elsewhere"; other.mkdir(); (other / "mine.txt").write_text("keep")
+    reproduce("default", out_dir=other, root=repo, runs_root=repo / "runs", log=lambda *_: None)
+    assert (other / "mine.txt").exists() and (other / "table_1_main.csv").exists()
+
+
+def test_paper_figures_hold_only_declared_artifacts():
+    "Every committed file of paper_figures/ is declared in configs/reproduce.yaml (nothing stale lingers)."
+    from hac.reproduce import declared_artifacts, undeclared_files
+    root = Path(__file__).parents[1]
+    assert undeclared_files(root / "paper_figures", declared_artifacts(root)) == []
+
+
+def test_render_notebook_writes_only_declared_items():
+    "Each table/figure name written literally in the render notebook is declared by some experiment's `produces`."
+    import re
+    from hac.reproduce import declared_artifacts
+    root = Path(__file__).parents[1]
+    nb = nbformat.read(str(root / "nbs" / "paper" / "90_render.ipynb"), as_version=4)
+    stems = set(re.findall(r"\b(?:table|figure)_\d+[a-z]?(?:_[a-z0-9]+)+", "\n".join(c.source for c in nb.cells)))
+    assert stems and stems <= declared_artifacts(root), sorted(stems - declared_artifacts(root))
+
+
+# ---------------------------------------------------------------- hac reproduce --check
+
+CLAIMS = ("claim,verdict,effect,ci_low,ci_high,p,n,evidence\n"
+          "HAC forgets dog,does not hold,-1.5,-10.0,7.0,0.36,3,some text\n"
+          "AC keeps retain,holds,3.5,1.0,6.0,0.01,3,more text\n")
+TABLE = ("forget,method,forget_acc_mean,forget_acc_std,forget_acc_ci_low,forget_acc_ci_high,seeds,wall_seconds\n"
+         "dog,CLIP + AC,50.0,3.0,42.0,58.0,3,12.0\n"
+         "dog,MERU + HAC,40.0,0.0,40.0,40.0,3,13.0\n"
+         "cat,MERU + HAC,30.0,1.0,27.5,32.5,3,14.0\n")
+
+
+@pytest.fixture
+def figures(tmp_path):
+    "A reference figures folder (claims, a table with mean/std/seeds, a figure) and an identical candidate."
+    ref = tmp_path / "reference"
+    ref.mkdir()
+    (ref / "claims.csv").write_text(CLAIMS)
+    (ref / "table_1_main.csv").write_text(TABLE)
+    (ref / "figure_1_tsne.png").write_bytes(b"\x89PNG")
+    import shutil
+    return ref, Path(shutil.copytree(ref, tmp_path / "candidate"))
+
+
+def _check(capsys, cand, ref):
+    from hac.cli import main
+    rc = main(["reproduce", "--check", "--out-dir", str(cand), "--reference", str(ref)])
+    return rc, capsys.readouterr().out
+
+
+def test_check_reports_changed_verdict_and_number(figures, capsys):
+    ref, cand = figures
+    (cand / "claims.csv").write_text(CLAIMS.replace("dog,does not hold", "dog,holds"))
+    (cand / "table_1_main.csv").write_text(TABLE.replace("dog,CLIP + AC,50.0", "dog,CLIP + AC,56.0")     # 6 < 3*sqrt(6) = 7.35
+                                                .replace("cat,MERU + HAC,30.0", "cat,MERU + HAC,45.0")   # 15 > 3*sqrt(2/3) = 2.45
+                                                .replace(",12.0\n", ",99.0\n"))                          # wall time: ignored
+    rc, out = _check(capsys, cand, ref)
+    assert rc == 1
+    rows = {l.split(" | ")[1] + " / " + l.split(" | ")[2]: l for l in out.splitlines() if l.startswith("| ")}
+    assert rows["HAC forgets dog / verdict"].rstrip(" |").endswith("verdict differs")
+    assert "| 30 | 45 |" in rows["cat / MERU + HAC / forget_acc_mean"] and rows["cat / MERU + HAC / forget_acc_mean"].endswith("outside |")
+    assert rows["dog / CLIP + AC / forget_acc_mean"].endswith("within |")          # reported, not a failure
+    assert not any("wall_seconds" in r for r in rows)
+    assert out.strip().splitlines()[-1].startswith("1 verdicts differ, 1 numbers outside tolerance, ")
+
+
+def test_check_identical_folders_pass(figures, capsys):
+    rc, out = _check(capsys, *reversed(figures))
+    assert rc == 0 and "no differences" in out and "0 verdicts differ, 0 numbers outside tolerance" in out
+
+
+def test_check_missing_file_row_and_claim_fail(figures, capsys):
+    ref, cand = figures
+    (cand / "figure_1_tsne.png").unlink()
+    (cand / "table_1_main.csv").write_text("\n".join(TABLE.splitlines()[:3]) + "\n")   # the cat row lost
+    (cand / "claims.csv").write_text("\n".join(CLAIMS.splitlines()[:2]) + "\n")        # a claim lost
+    rc, out = _check(capsys, cand, ref)
+    assert rc == 1 and out.count("| missing |") == 3 and "3 files, rows or columns missing" in out
+
+
+def test_check_tolerates_new_claim_columns(figures):
+    "claims.csv's columns may change: only `claim` and `verdict` must be on both sides."
+    from hac.reproduce import check_failed, check_reproduction
+    ref, cand = figures
+    (cand / "claims.csv").write_text(CLAIMS.replace("claim,verdict,effect,ci_low,ci_high,p,n,evidence",
+                                                    "claim,verdict,effect,ci_low,ci_high,p,n_units,evidence")
+                                           .replace(",0.36,", ",0.04,"))   # p is judged through the verdict only
+    assert not check_failed(check_reproduction(cand, ref))
+
+
+def test_check_default_reference_is_git_head(tmp_path):
+    "Without --reference, the candidate (default: <repo>/paper_figures) is compared with paper_figures/ at git HEAD."
+    import subprocess
+    from hac.reproduce import reference_from_git, run_check
+    figs = tmp_path / "paper_figures"; figs.mkdir()
+    (figs / "claims.csv").write_text(CLAIMS); (figs / "table_1_main.csv").write_text(TABLE)
+    logs = []
+    with pytest.raises(FileNotFoundError, match="is not a git checkout: pass --reference FOLDER"):
+        run_check(root=tmp_path, log=logs.append)
+    run = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
+    run("init", "-q"); run("add", "paper_figures"); run("-c", "user.email=a@b", "-c", "user.name=t", "commit", "-qm", "figures")
+    assert run_check(root=tmp_path, log=logs.append) == 0 and "at git HEAD" in logs[-2]
+    (figs / "claims.csv").write_text(CLAIMS.replace("dog,does not hold", "dog,holds"))
+    assert run_check(root=tmp_path, log=logs.append) == 1 and "1 verdicts differ" in logs[-1]
+    assert run_check(reference="HEAD", root=tmp_path, log=logs.append) == 1   # a revision given by name
+    # the folder is found relative to the repository root, also when that root is a sub-folder of the git checkout
+    sub = tmp_path / "proj" / "paper_figures"; sub.mkdir(parents=True); (sub / "table_1_main.csv").write_text(TABLE)
+    with pytest.raises(FileNotFoundError, match="no paper_figures/ at git revision 'HEAD'"):
+        reference_from_git(tmp_path / "proj")
+    run("add", "proj"); run("-c", "user.email=a@b", "-c", "user.name=t", "commit", "-qm", "project in a sub-folder")
+    assert [p.name for p in reference_from_git(tmp_path / "proj").iterdir()] == ["table_1_main.csv"]
+    assert run_check(root=tmp_path / "proj", log=logs.append) == 0
+
+
+def test_check_on_the_committed_figures():
+    "The real tables parse, every column gets a kind, and a folder checked against itself passes."
+    from hac.reproduce import check_counts, check_failed, check_reproduction
+    figs = Path(__file__).parents[1] / "paper_figures"
+    findings = check_reproduction(figs, figs)
+    assert not check_failed(findings) and check_counts(findings)["compared"] > 1000
+    assert {f["kind"] for f in findings} >= {"verdict", "count", "points", "unit", "text"}

@@ -147,7 +147,7 @@ TrainConfig.unlearning = property(_unlearning)
 TrainConfig.to_dict, TrainConfig.from_dict = _to_dict, classmethod(_from_dict)
 
 # %% ../nbs/04a_config.ipynb #64d560bd
-RUN_METADATA_KEYS = ("hac_version", "world_size", "git_commit", "sources")  # written beside the fields by train(), not fields (sources: real data)
+RUN_METADATA_KEYS = ("hac_version", "world_size", "git_commit", "architecture", "sources")  # written beside the fields by train(), not fields (sources: real data)
 
 def write_json(path, obj) -> Path:
     "Atomic JSON write (indent 1; non-JSON values as str) through the package's one atomic writer, `hac.reproduce.atomic_file`."

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['dist_info', 'setup_distributed', 'gather_batch', 'lr_factor', 'select_parameters', 'check_data_format',
            'make_objective', 'rng_state', 'set_rng_state', 'seed_everything', 'write_history', 'TrainingDiverged',
-           'train']
+           'architecture', 'train']
 
 # %% ../nbs/04_train.ipynb #7023dfdc
 import copy
@@ -248,6 +248,11 @@ def _resume(cfg, ckpt, model, opt, sched, device, rank) -> tuple[int, list, dict
     return s["step"], s["history"], s.get("metrics", {})
 
 # %% ../nbs/04_train.ipynb #b1c2d3e4
+def architecture(model: nn.Module) -> str:
+    "What a loaded model is: its ModelConfig kind ('meru' | 'clip'), or 'open_clip:<name>' for a wrapped open_clip model."
+    cfg = getattr(model, "config", None)
+    return cfg.kind if cfg is not None else f"open_clip:{getattr(model, 'open_clip_name', None) or type(model).__name__}"
+
 def _setup(cfg: TrainConfig, data, evaluator, model, sources: dict | None):
     "(run, optimizer, scheduler, objective, parameter groups, start step): everything checked, nothing written yet."
     if cfg.threads: torch.set_num_threads(cfg.threads)
@@ -277,7 +282,8 @@ def _setup(cfg: TrainConfig, data, evaluator, model, sources: dict | None):
     if out and rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", {**cfg.to_dict(), "hac_version": hac.__version__, "world_size": world,
-                                         "git_commit": git_commit(), **({"sources": sources} if sources else {})})
+                                         "git_commit": git_commit(), "architecture": architecture(model),
+                                         **({"sources": sources} if sources else {})})
     return run, opt, sched, objective, groups, start
 
 # %% ../nbs/04_train.ipynb #c2d3e4f5

@@ -183,6 +183,7 @@ def test_cli_config_round_trip(tiny_ckpts, tmp_path):
     T.train(cfg)
     written = json.loads((tmp_path / "run" / "config.json").read_text())
     assert {"hac_version", "world_size", "git_commit"} <= set(written)       # the run's provenance is in the file ...
+    assert written["model"] == "meru" and written["architecture"] == "clip"  # the model actually trained, not the scratch default
     assert TrainConfig.load(tmp_path / "run" / "config.json") == cfg         # ... and the config loads back unchanged
     args = build_parser().parse_args(["unlearn", "--model", "m.pt", "--forget", "dog", "--config", str(tmp_path / "run" / "config.json")])
     assert config_from_args(args) == cfg

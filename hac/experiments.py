@@ -9,15 +9,17 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .config import TrainConfig, pretrain_config, unlearn_config
 from .reproduce import atomic_write_json, atomic_write_text, params_hash
 
 # %% auto #0
-__all__ = ['cached_train', 'pretrain_job', 'unlearn_dir', 'unlearn_job', 'pretrained', 'unlearn', 'train_many', 'history',
-           'protocol', 'record', 'mean_std', 'fmt_mean_std', 'format_table', 'write_table', 'pretrained_from_run',
-           'eval_images', 'evaluate_model', 'embedding_maps']
+__all__ = ['REACH_STATUSES', 'LR_RULES', 'UNIT_COLUMNS', 'cached_train', 'pretrain_job', 'unlearn_dir', 'unlearn_job',
+           'pretrained', 'unlearn', 'train_many', 'history', 'protocol', 'record', 'mean_std', 'fmt_mean_std',
+           'format_table', 'write_table', 'pretrained_from_run', 'eval_images', 'evaluate_model', 'embedding_maps',
+           'steps_to_target', 'choose_lr', 'protocol_jobs', 'unit_row']
 
 # %% ../nbs/09_experiments.ipynb #72f0b316
 _VOLATILE = ("progress", "out_dir", "resume")
@@ -255,3 +257,98 @@ def embedding_maps(model, images, labels, *, methods=("tsne",), n_iter: int = 25
         Y = _map_2d(m, X, curv, perplexity=perp, n_iter=n_iter, seed=seed)
         frames.append(pd.DataFrame({"method": m, "kind": kind, "label": lab, "x": Y[:, 0], "y": Y[:, 1]}))
     return pd.concat(frames, ignore_index=True)
+
+# %% ../nbs/09_experiments.ipynb #8e689461
+REACH_STATUSES = ("at_start", "reached", "not_reached")
+
+def steps_to_target(steps, # (T,) logged steps, increasing, starting at 0 (the model before unlearning)
+                    forget, # (T,) probe forget accuracy at those steps (%)
+                    retain, # (T,) probe retain accuracy at those steps (%)
+                    target: float, # the common forget level (%), fixed before the runs
+                   ) -> dict: # status (one of REACH_STATUSES), step and retain at the crossing (NaN unless reached)
+    "Where a trajectory first reaches `forget <= target` after the start, interpolated; 'at_start' runs get no numbers."
+    from hac.stats import matched_forget
+    m = matched_forget(steps, forget, retain, target)   # checks the arrays
+    if float(np.asarray(steps, dtype=float)[0]) != 0:
+        raise ValueError(f"steps_to_target: the trajectory must start at step 0 (the model before unlearning), got {steps[0]}")
+    if float(np.asarray(forget, dtype=float)[0]) <= target: return dict(status="at_start", step=math.nan, retain=math.nan)
+    return dict(status="reached" if m["reached"] else "not_reached", step=m["step"], retain=m["retain"])
+
+# %% ../nbs/09_experiments.ipynb #fe526365
+LR_RULES = {
+    "smallest_reaching": (
+        "the smallest learning rate of the grid at which every method reaches the target forget accuracy on the "
+        "validation probe within the run's steps, on every selection seed (a run already at or below the target "
+        "before unlearning counts as reaching it); if no learning rate of the grid does, the largest, recorded as "
+        "not reached"),
+}
+
+# %% ../nbs/09_experiments.ipynb #4aa27b13
+def choose_lr(results: pd.DataFrame, # selection runs of one concept: columns lr, method, seed, status
+              grid: list, # the learning rates, fixed before the runs
+              methods: list, # labels of every method that must reach the target
+              seeds: list, # the selection seeds
+              rule: str = "smallest_reaching", # a key of LR_RULES
+             ) -> dict: # lr (chosen, None while undecided), reached (the rule was met), next (lr to run, None once decided)
+    "The learning rate of one concept by `rule`, from the selection runs so far."
+    if rule not in LR_RULES: raise ValueError(f"choose_lr: unknown rule {rule!r}; known: {list(LR_RULES)}")
+    need = {(m, int(s)) for m in methods for s in seeds}
+    for lr in sorted(float(g) for g in grid):
+        rows = results[np.isclose(results["lr"].astype(float), lr, rtol=1e-9, atol=0)]
+        if rows.empty: return dict(lr=None, reached=False, next=lr)
+        have = {(m, int(s)) for m, s in zip(rows["method"], rows["seed"])}
+        if need - have: raise ValueError(f"choose_lr: lr {lr:g} lacks the runs {sorted(need - have)}")
+        ok = rows["status"].isin(["reached", "at_start"])
+        if ok[[(m, int(s)) in need for m, s in zip(rows["method"], rows["seed"])]].all():
+            return dict(lr=lr, reached=True, next=None)
+    return dict(lr=max(float(g) for g in grid), reached=False, next=None)
+
+# %% ../nbs/09_experiments.ipynb #0d2de872
+def protocol_jobs(models: dict, # {'clip': {'0': checkpoint, ...}, 'meru': {...}}: the pretraining record's `models`
+                  units: list, # [(concept, seed), ...]
+                  methods: list, # [(label, model kind, loss), ...], e.g. ("MERU + HAC", "meru", "hac")
+                  lr: dict, # concept -> learning rate
+                  runs_root: str | Path, # root of the run cache
+                  **common) -> tuple[list, list]: # jobs for train_many, and one meta dict per job
+    "The cached unlearning run of every (unit, method), with meta fields concept, seed, method, model, loss, lr."
+    jobs, meta = [], []
+    for concept, seed in units:
+        for label, kind, loss in methods:
+            jobs.append(unlearn_job(loss, models[kind][str(seed)], [concept], runs_root, seed=int(seed), lr=float(lr[concept]),
+                                    **common))
+            meta.append(dict(concept=concept, seed=int(seed), method=label, model=kind.upper(), loss=loss, lr=float(lr[concept])))
+    return jobs, meta
+
+# %% ../nbs/09_experiments.ipynb #9656353c
+UNIT_COLUMNS = {
+    "concept": "the forget concept (a taxonomy leaf); with seed, the unit",
+    "seed": "pretraining seed (also seeds the unlearning draws)",
+    "method": "method label (model + loss)", "model": "CLIP or MERU", "loss": "unlearning loss (ac | hac)",
+    "lr": "the concept's learning rate (constant after warmup), chosen by the lr rule on the selection seed(s)",
+    "lr_reached": "True if every method reached the target at this lr on the selection seed(s)",
+    "selection_seed": "True if this seed chose the lr (its val-probe crossing was looked at, its test endpoints were not)",
+    "target_forget_acc": "the common forget target (%), fixed before the runs",
+    "steps": "unlearning steps of the run (the main budget)",
+    "status": "at_start (probe forget acc <= target before unlearning: excluded from matched endpoints) | reached | not_reached",
+    "steps_to_target": "first step at which the val-probe forget acc reaches the target (interpolated; NaN unless reached: "
+                       "a not_reached run is censored at `steps`)",
+    "retain_at_target": "val-probe retain acc (%) at that step (interpolated; NaN unless reached)",
+    "unit_all_reached": "True if every method of this unit has status reached (the paired matched comparison uses these)",
+    "forget_at_budget": "test-split forget acc (%) at the end of the run (= forget_after)",
+    "probe_forget_start": "val-probe forget acc (%) before unlearning", "probe_retain_start": "val-probe retain acc (%) before",
+    "probe_forget_end": "val-probe forget acc (%) at the end", "probe_retain_end": "val-probe retain acc (%) at the end",
+    "run_dir": "the cached run folder (config.json, history.json, metrics.json, model.pt)",
+}
+
+def unit_row(hist: pd.DataFrame, # the run's history (history()): step, probe_forget_acc, probe_retain_acc as fractions
+             metrics: dict, # the run's metrics.json (before/after test-split metrics)
+             target: float, # the common forget target (%)
+             **meta) -> dict: # meta, then the protocol columns of UNIT_COLUMNS, then record()'s test-split columns
+    "The units.csv row of one run: where its probe trajectory reaches `target`, and its test-split endpoints."
+    f, r = 100 * hist["probe_forget_acc"].to_numpy(float), 100 * hist["probe_retain_acc"].to_numpy(float)
+    st = steps_to_target(hist["step"].to_numpy(float), f, r, target)
+    rec = record(metrics)
+    return {**meta, "target_forget_acc": float(target), "steps": metrics.get("steps"), "status": st["status"],
+            "steps_to_target": st["step"], "retain_at_target": st["retain"], "forget_at_budget": rec.get("forget_after"),
+            "probe_forget_start": f[0], "probe_retain_start": r[0], "probe_forget_end": f[-1], "probe_retain_end": r[-1],
+            **rec}

@@ -215,7 +215,7 @@ def test_check_reports_changed_verdict_and_number(figures, capsys):
     assert "| 30 | 45 |" in rows["cat / MERU + HAC / forget_acc_mean"] and rows["cat / MERU + HAC / forget_acc_mean"].endswith("outside |")
     assert rows["dog / CLIP + AC / forget_acc_mean"].endswith("within |")          # reported, not a failure
     assert not any("wall_seconds" in r for r in rows)
-    assert out.strip().splitlines()[-1].startswith("1 verdicts differ, 1 numbers outside tolerance, ")
+    assert out.strip().splitlines()[-1].startswith("1 verdicts differ, 1 numbers outside tolerance (")
 
 
 def test_check_identical_folders_pass(figures, capsys):

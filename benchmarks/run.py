@@ -194,8 +194,64 @@ def bench_reproduce(quick=False):
     return rows
 
 
+def _timed_unlearning_run(cfg):
+    "(wall s, {phase: s}, history, state dict) of one unlearning run, with setup / evaluation / probe phases timed."
+    import hac.evaluate as EV
+    import hac.train as T
+    tm, saved = {}, []
+    def wrap(obj, name, key):
+        f = getattr(obj, name)
+        def g(*a, **k):
+            t = time.perf_counter(); r = f(*a, **k); tm[key] = tm.get(key, 0.0) + time.perf_counter() - t
+            return r
+        saved.append((obj, name, f)); setattr(obj, name, g)
+    wrap(T, "_setup", "setup"); wrap(EV.AnimalMNISTEval, "full", "eval"); wrap(EV.AnimalMNISTEval, "probe", "probe")
+    try:
+        t0 = time.perf_counter(); out = T.train(cfg); wall = time.perf_counter() - t0
+    finally:
+        for obj, name, f in saved: setattr(obj, name, f)
+    return wall, tm, out["history"], {k: v.clone() for k, v in out["model"].state_dict().items()}
+
+
+def bench_unlearn_run(quick=False):
+    """One unlearning run of the claims protocol's size (MERU + HAC, 30 steps of 64 + 32 pairs, probe every 3 steps,
+    all 2,000 test images before and after), 1 thread: without and with the frozen text tower's feature store
+    (hac.models.pooled_chunk), in one process; the results must be bit-identical. Also the evaluation share."""
+    import hac.models as M
+    from hac.experiments import protocol
+    from hac.config import unlearn_config
+    kw = protocol(steps=6 if quick else 30, batch_size=64, forget_batch=32, warmup=5, log_every=3, probe_size=300,
+                  test_size=300 if quick else 0)
+    threads = torch.get_num_threads(); torch.set_num_threads(1)
+    env = os.environ.pop("HAC_TEXT_CACHE", None)
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            meru = _tiny_checkpoint("meru", Path(d) / "meru.pt")
+            cfg = unlearn_config("hac", str(meru), ["cat"], seed=0, lr=2e-5, **kw)
+            _timed_unlearning_run(cfg)                      # warm-up: imports, data files, first-call costs
+            cold = []
+            for _ in range(2):
+                M._TEXT_STORE.clear(); cold.append(_timed_unlearning_run(cfg))
+            warm = [_timed_unlearning_run(cfg) for _ in range(2)]   # the store now holds every chunk
+    finally:
+        torch.set_num_threads(threads)
+        if env is not None: os.environ["HAC_TEXT_CACHE"] = env
+    c, w = min(cold, key=lambda r: r[0]), min(warm, key=lambda r: r[0])
+    strip = lambda h: [{k: v for k, v in row.items() if k != "time_s"} for row in h]   # wall time is not a result
+    same = strip(c[2]) == strip(w[2]) and all(torch.equal(c[3][k], w[3][k]) for k in c[3])
+    if not same: raise AssertionError("the text store changed the run's results: history or weights differ")
+    ev = lambda r: r[1].get("eval", 0.0) + r[1].get("probe", 0.0)
+    return [("unlearning run, protocol size, text features from the store (bit-identical)", w[0] * 1e3,
+             "encoded anew (no store)", c[0] * 1e3, w[0] / c[0], "< 1.0"),
+            (f"  of which setup (model, data, text features): {w[1]['setup']:.1f} s", w[1]["setup"] * 1e3,
+             f"no store: {c[1]['setup']:.1f} s", c[1]["setup"] * 1e3, w[1]["setup"] / c[1]["setup"], "info"),
+            (f"  evaluation (before/after test + probes) share of the run (with store)", ev(w) * 1e3,
+             "whole run", w[0] * 1e3, ev(w) / w[0], "<= 0.2")]
+
+
 BENCHES = {"lorentz": bench_lorentz, "steps": bench_steps, "fullsize": bench_fullsize, "eval": bench_eval,
-           "memory": bench_memory, "reproduce": bench_reproduce}
+           "memory": bench_memory, "reproduce": bench_reproduce,
+           "unlearn_run": bench_unlearn_run}
 
 
 def main(argv=None):

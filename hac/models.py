@@ -4,10 +4,13 @@
 
 # %% ../nbs/01_models.ipynb #7c1e7a2b
 from __future__ import annotations
+import hashlib
 import math
+import os
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -17,8 +20,9 @@ from .data import IMAGENET_MEAN, IMAGENET_STD, MERU_IMAGENET_TEMPLATES, default_
 
 # %% auto #0
 __all__ = ['VIT_ARCHS', 'PRETRAINED', 'LOG_MAX_LOGIT_SCALE', 'ModelConfig', 'tiny_config', 'full_config', 'sincos_pos_embed_2d',
-           'build_vit', 'CLIPTokenizer', 'TextTransformer', 'minilm_path', 'MiniLMText', 'check_images', 'check_texts',
-           'ContrastiveModel', 'CLIP', 'MERU', 'build_model', 'from_open_clip', 'OpenCLIP']
+           'build_vit', 'CLIPTokenizer', 'TextTransformer', 'minilm_path', 'MiniLMText', 'encoder_fingerprint',
+           'pooled_chunk', 'check_images', 'check_texts', 'ContrastiveModel', 'CLIP', 'MERU', 'build_model',
+           'from_open_clip', 'OpenCLIP']
 
 # %% ../nbs/01_models.ipynb #f62c97e7
 def patch_to(cls, as_prop: bool = False):
@@ -305,14 +309,16 @@ def pooled(self, texts: list[str]) -> torch.Tensor: # (B, 384) mean-pooled encod
 
 @patch_to(MiniLMText)
 def precompute(self, texts: list[str], batch_size: int = 256):
-    "Encode and cache the texts not cached yet (frozen encoder only)."
+    "Encode and cache the texts not cached yet (frozen encoder only); each chunk goes through `pooled_chunk`'s store."
     if not (self.frozen and self.cache_size > 0): return
     new = [t for t in dict.fromkeys(texts) if t not in self._cache]
+    if not new: return
     dev = self.ln_final.weight.device
+    fp = encoder_fingerprint(self)      # what the frozen encoder is now (cheap next to encoding: ~0.2 s)
     with torch.no_grad(), torch.autocast(dev.type, enabled=False):
         for i in range(0, len(new), batch_size):
             chunk = new[i:i + batch_size]
-            for t, f in zip(chunk, self.pooled(chunk).float().cpu()): self._cache[t] = f
+            for t, f in zip(chunk, pooled_chunk(self, chunk, fp)): self._cache[t] = f
     while len(self._cache) > self.cache_size: self._cache.popitem(last=False)
 
 @patch_to(MiniLMText)
@@ -328,6 +334,53 @@ def forward(self, texts: list[str]) -> torch.Tensor: # (B, 384) after ln_final
     else:
         feats = self.pooled(texts)
     return self.ln_final(feats)
+
+# %% ../nbs/01_models.ipynb #71dc2a15
+_TEXT_STORE: dict[str, torch.Tensor] = {}   # chunk key -> (n, width) float32 features, for the life of the process
+
+def encoder_fingerprint(text: "MiniLMText") -> str:
+    "Hash (hex) of the encoder's weights (names, dtypes, bytes) and tokenizer: equal hashes, equal features."
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(getattr(text.tokenizer, "name_or_path", "")).encode())
+    for k, v in text.encoder.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        h.update(k.encode()); h.update(str(v.dtype).encode()); h.update(str(tuple(v.shape)).encode())
+        h.update((v.view(torch.int16) if v.dtype == torch.bfloat16 else v).numpy().view(np.uint8).data)
+    return h.hexdigest()
+
+def _chunk_key(fp: str, texts: list[str], max_length: int) -> str:
+    "Content key of one encoded chunk: everything its bits depend on."
+    h = hashlib.blake2b(digest_size=20)
+    for part in (fp, str(max_length), torch.__version__, torch.backends.cpu.get_cpu_capability(),
+                 os.environ.get("ATEN_CPU_CAPABILITY", ""), str(torch.get_num_threads())):
+        h.update(part.encode()); h.update(b"\x00")
+    h.update("\x1f".join(texts).encode())
+    return h.hexdigest()
+
+def pooled_chunk(text: "MiniLMText", # a frozen MiniLMText
+                 texts: list[str], # one chunk, in order
+                 fp: str | None = None, # encoder_fingerprint(text), if already computed
+                ) -> torch.Tensor: # (len(texts), width) float32 on the CPU
+    "`text.pooled(texts)` through the process-wide store (and the `HAC_TEXT_CACHE` folder when set)."
+    key = _chunk_key(fp or encoder_fingerprint(text), list(texts), text.max_length)
+    if key in _TEXT_STORE: return _TEXT_STORE[key]
+    folder = os.environ.get("HAC_TEXT_CACHE")
+    f = Path(folder) / f"{key}.pt" if folder else None
+    out = None
+    if f is not None and f.exists():
+        try: out = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception: out = None   # a damaged file is recomputed and replaced, never trusted
+        if out is not None and tuple(out.shape) != (len(texts), text.width): out = None
+    if out is None:
+        with torch.no_grad(), torch.autocast(text.ln_final.weight.device.type, enabled=False):
+            out = text.pooled(list(texts)).float().cpu()
+        if f is not None:
+            f.parent.mkdir(parents=True, exist_ok=True)
+            tmp = f.with_suffix(f".{os.getpid()}.tmp")
+            torch.save(out, tmp); os.replace(tmp, f)   # atomic: a reader sees the whole file or none
+    _TEXT_STORE[key] = out
+    return out
+
 
 # %% ../nbs/01_models.ipynb #5d882a55
 LOG_MAX_LOGIT_SCALE = math.log(100.0)  # MERU clamps the logit scale at 100

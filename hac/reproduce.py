@@ -310,6 +310,8 @@ def reproduce(profile: str = "quick", *, only: list | None = None, force: bool =
     params = profile_params(profile, root)
     todo = _selection(exps, params, profile, only)
     runs_root = Path(runs_root) if runs_root else root / "runs"
+    # the frozen text tower's features, encoded once per machine for every notebook and worker (hac.models.pooled_chunk)
+    os.environ.setdefault("HAC_TEXT_CACHE", str((runs_root / "_cache" / "text").resolve()))
     given, out_dir = out_dir, _figures_dir(root, runs_root, profile, out_dir)
     t0 = time.perf_counter()
     timings = {}

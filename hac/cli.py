@@ -34,17 +34,17 @@ def _parse_sets(items) -> dict:
     return out
 
 # %% ../nbs/07_cli.ipynb #f1000001
-# `hac unlearn` without recipe flags runs the claims protocol's main budget: configs/protocol.yaml (steps, warmup,
+# `hac unlearn` without recipe flags runs the claims protocol's main budget: configs/default.yaml, protocol (steps, warmup,
 # batch_size, forget_batch, log_every; lr = the smallest of its lr_grid, the main budget lrs[0] of configs/default.yaml's
 # `single`) with hac.experiments.protocol's constant lr after warmup (min_lr_ratio 1.0). These are the CLI's own
 # defaults, not unlearn_config's (150 steps at 2e-4, which saturates forgetting): unlearn_config and TrainConfig keep
 # theirs because the experiment notebooks hash the configs built from them. Tests (nbs/07_cli.ipynb after add_unlearn,
-# tests/test_cli.py) check them against configs/protocol.yaml.
+# tests/test_cli.py) check them against configs/default.yaml, protocol.
 UNLEARN_DEFAULTS = dict(lr=2e-5, steps=30, warmup=5, min_lr_ratio=1.0, batch_size=64, forget_batch=32, log_every=3)
 
 _DEFAULTS_SOURCE = {"pretrain": "the tuned recipe, hac.config.PRETRAIN_RECIPES",
                     "retrain": "the pretraining recipe, hac.config.PRETRAIN_RECIPES",
-                    "unlearn": "the claims protocol's main budget, configs/protocol.yaml"}
+                    "unlearn": "the claims protocol's main budget, configs/default.yaml, protocol"}
 
 def command_defaults(command: str) -> dict:
     "TrainConfig field -> what training `command` runs with when no option gives it (values per --model if they differ)."
@@ -329,7 +329,7 @@ def add_unlearn(sub):
     d, b = command_defaults("unlearn"), UNLEARN_DEFAULTS
     p = sub.add_parser("unlearn", help="unlearn concepts from a model (ac, hac, finetune, neggrad)",
                        description="Unlearn concepts from a model. Without run options: the claims protocol's main budget "
-                                   f"(configs/protocol.yaml): constant lr {b['lr']} after {b['warmup']} linear warmup steps, "
+                                   f"(configs/default.yaml, protocol): constant lr {b['lr']} after {b['warmup']} linear warmup steps, "
                                    f"{b['steps']} steps of {b['batch_size']} retain + {b['forget_batch']} forget pairs, "
                                    f"a probe every {b['log_every']} steps.", formatter_class=_DefaultsFormatter)
     p.add_argument("--model", required=True, metavar="PATH_OR_NAME",

@@ -11,11 +11,16 @@ __all__ = ['METRIC_KEYS', 'REPORT_KEYS', 'confusion_matrix', 'per_class_accuracy
            'model_curv', 'concept_radii', 'hierarchy_report', 'forget_scores', 'hub_correct', 'hub_score',
            'heldout_prompts', 'prompt_prototypes', 'related_prompts', 'prompt_leakage', 'canonical_metrics',
            'unlearning_scores', 'hierarchy_attachment', 'heldout_templates', 'probe_indices', 'prompt_radii',
-           'edges_ordered', 'level_radii', 'AnimalMNISTEval']
+           'edges_ordered', 'level_radii', 'AnimalMNISTEval', 'state_fingerprint', 'stored_eval']
 
 # %% ../nbs/05_evaluate.ipynb #46cdb0f8
 import copy
+import hashlib
+import json
 import math
+import os
+import pickle
+from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
@@ -946,3 +951,54 @@ def _full(self: AnimalMNISTEval, model) -> dict:
     return {**out, **self._tree(model)}
 
 AnimalMNISTEval.probe, AnimalMNISTEval.full = _probe, _full
+
+# %% ../nbs/05_evaluate.ipynb #798b20f0
+_EVAL_STORE: dict[str, dict] = {}
+
+def state_fingerprint(model: torch.nn.Module) -> str:
+    "Hash (hex) of every entry of the model's state dict (names, dtypes, shapes, bytes)."
+    h = hashlib.blake2b(digest_size=16)
+    for k, v in model.state_dict().items():
+        h.update(k.encode()); h.update(str(v.dtype).encode()); h.update(str(tuple(v.shape)).encode())
+        v = v.detach().cpu().contiguous().reshape(-1)   # flat: numpy views 0-d scalars only with the same itemsize
+        h.update((v.view(torch.int16) if v.dtype == torch.bfloat16 else v).numpy().view(np.uint8).data)
+    return h.hexdigest()
+
+def _eval_cache_key(self) -> str:
+    "Hash of what an AnimalMNISTEval computes on: probe and test images and labels, prompts, forget classes, taxonomy."
+    h = hashlib.blake2b(digest_size=16)
+    for t in (*self.probe_set, *self.test_set): h.update(t.contiguous().numpy().view(np.uint8).data)
+    h.update(json.dumps([list(self.classes), list(self.concepts), list(self.templates), self.parent.tolist(), list(self.forget),
+                         self.levels.tolist(), self.heldout], default=str).encode())
+    return h.hexdigest()
+AnimalMNISTEval.cache_key = _eval_cache_key
+
+def stored_eval(evaluator, # has .probe(model) / .full(model); with .cache_key() its results are stored
+                what: str, # "probe" or "full"
+                model: torch.nn.Module) -> dict:
+    "`getattr(evaluator, what)(model)`, computed once per (weights, evaluator, kernels) when the evaluator has a cache_key."
+    if what not in ("probe", "full"): raise ValueError(f"what={what!r}: 'probe' or 'full'")
+    if not hasattr(evaluator, "cache_key"): return getattr(evaluator, what)(model)
+    h = hashlib.blake2b(digest_size=20)
+    for part in (what, type(evaluator).__name__, evaluator.cache_key(), state_fingerprint(model), str(model.training),
+                 torch.__version__, torch.backends.cpu.get_cpu_capability(), os.environ.get("ATEN_CPU_CAPABILITY", ""),
+                 str(torch.get_num_threads())):
+        h.update(part.encode()); h.update(b"\x00")
+    key = h.hexdigest()
+    if key in _EVAL_STORE: return copy.deepcopy(_EVAL_STORE[key])
+    folder = os.environ.get("HAC_EVAL_CACHE")
+    f = Path(folder) / f"{key}.pkl" if folder else None
+    out = None
+    if f is not None and f.exists():
+        try: out = pickle.loads(f.read_bytes())
+        except Exception: out = None    # a damaged file is recomputed and replaced, never trusted
+        if not isinstance(out, dict): out = None
+    if out is None:
+        out = getattr(evaluator, what)(model)
+        if f is not None:
+            f.parent.mkdir(parents=True, exist_ok=True)
+            tmp = f.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(pickle.dumps(out)); os.replace(tmp, f)   # atomic
+    _EVAL_STORE[key] = copy.deepcopy(out)
+    return out
+

@@ -16,10 +16,10 @@ from .config import TrainConfig, pretrain_config, unlearn_config
 from .reproduce import atomic_write_json, atomic_write_text, params_hash
 
 # %% auto #0
-__all__ = ['REACH_STATUSES', 'LR_RULES', 'UNIT_COLUMNS', 'cached_train', 'pretrain_job', 'unlearn_dir', 'unlearn_job',
+__all__ = ['REACH_STATUSES', 'LR_RULES', 'UNIT_COLUMNS', 'PAIRINGS', 'cached_train', 'pretrain_job', 'unlearn_dir', 'unlearn_job',
            'pretrained', 'unlearn', 'train_many', 'history', 'protocol', 'record', 'mean_std', 'fmt_mean_std',
            'format_table', 'write_table', 'pretrained_from_run', 'eval_images', 'evaluate_model', 'embedding_maps',
-           'steps_to_target', 'choose_lr', 'protocol_jobs', 'unit_row']
+           'steps_to_target', 'choose_lr', 'protocol_jobs', 'unit_row', 'paired_effects']
 
 # %% ../nbs/09_experiments.ipynb #72f0b316
 _VOLATILE = ("progress", "out_dir", "resume")
@@ -304,26 +304,33 @@ def choose_lr(results: pd.DataFrame, # selection runs of one concept: columns lr
     return dict(lr=max(float(g) for g in grid), reached=False, next=None)
 
 # %% ../nbs/09_experiments.ipynb #0d2de872
-def protocol_jobs(models: dict, # {'clip': {'0': checkpoint, ...}, 'meru': {...}}: the pretraining record's `models`
+def protocol_jobs(models: dict, # {'clip': {'0': checkpoint, ...}, 'meru': {...}, 'meru@entail1': {...}}: pretraining's `unit_models`
                   units: list, # [(concept, seed), ...]
-                  methods: list, # [(label, model kind, loss), ...], e.g. ("MERU + HAC", "meru", "hac")
+                  methods: list, # [(label, model key, loss[, overrides]), ...], e.g. ("MERU + HAC", "meru", "hac")
                   lr: dict, # concept -> learning rate
                   runs_root: str | Path, # root of the run cache
                   **common) -> tuple[list, list]: # jobs for train_many, and one meta dict per job
-    "The cached unlearning run of every (unit, method), with meta fields concept, seed, method, model, loss, lr."
+    """The cached unlearning run of every (unit, method), with meta fields concept, seed, method, model (CLIP | MERU),
+    recipe (the model key: 'meru@entail1' is a MERU pretrained with entailment weight 1), loss, lr and overrides (the
+    method's extra TrainConfig fields as JSON, '' for none)."""
     jobs, meta = [], []
     for concept, seed in units:
-        for label, kind, loss in methods:
+        for label, kind, loss, *extra in methods:
+            over = dict(extra[0]) if extra else {}
+            if kind not in models: raise KeyError(f"no pretrained models of {kind!r}: the pretraining run made {sorted(models)}")
             jobs.append(unlearn_job(loss, models[kind][str(seed)], [concept], runs_root, seed=int(seed), lr=float(lr[concept]),
-                                    **common))
-            meta.append(dict(concept=concept, seed=int(seed), method=label, model=kind.upper(), loss=loss, lr=float(lr[concept])))
+                                    **common, **over))
+            meta.append(dict(concept=concept, seed=int(seed), method=label, model=kind.split("@")[0].upper(), recipe=kind,
+                             loss=loss, lr=float(lr[concept]), overrides=json.dumps(over, sort_keys=True) if over else ""))
     return jobs, meta
 
 # %% ../nbs/09_experiments.ipynb #9656353c
 UNIT_COLUMNS = {
     "concept": "the forget concept (a taxonomy leaf); with seed, the unit",
     "seed": "pretraining seed (also seeds the unlearning draws)",
-    "method": "method label (model + loss)", "model": "CLIP or MERU", "loss": "unlearning loss (ac | hac)",
+    "method": "method label (model + loss)", "model": "CLIP or MERU",
+    "recipe": "pretraining recipe of the model: clip, meru (entailment weight 0.2) or meru@entail<w> (MERU at weight w)",
+    "loss": "unlearning loss (ac | hac)", "overrides": "the method's extra config fields as JSON (e.g. HAC's term weights), '' for none",
     "lr": "the concept's learning rate (constant after warmup), chosen by the lr rule on the selection seed(s)",
     "lr_reached": "True if every method reached the target at this lr on the selection seed(s)",
     "selection_seed": "True if this seed chose the lr (its val-probe crossing was looked at, its test endpoints were not)",
@@ -352,3 +359,34 @@ def unit_row(hist: pd.DataFrame, # the run's history (history()): step, probe_fo
             "steps_to_target": st["step"], "retain_at_target": st["retain"], "forget_at_budget": rec.get("forget_after"),
             "probe_forget_start": f[0], "probe_retain_start": r[0], "probe_forget_end": f[-1], "probe_retain_end": r[-1],
             **rec}
+
+# %% ../nbs/09_experiments.ipynb #2b31213a
+PAIRINGS = ("all", "reached", "censored")
+
+def paired_effects(units: pd.DataFrame, # units.csv: one row per (concept, seed, method), with `status` and `steps`
+                   a: str, # method label (the claim's first method)
+                   b: str, # method label (the second)
+                   col: str, # the endpoint column
+                   how: str = "all", # one of PAIRINGS
+                  ) -> pd.DataFrame: # concept, seed, a, b, effect (= a - b), one row per unit both methods ran
+    "Per-unit difference a - b of `col`, paired on (concept, seed); `how` says which units count (see above)."
+    if how not in PAIRINGS: raise ValueError(f"how={how!r}: choose one of {PAIRINGS}")
+    for m in (a, b):
+        if not (units.method == m).any(): raise ValueError(f"no units of method {m!r}; methods: {sorted(units.method.unique())}")
+    if col not in units.columns: raise ValueError(f"no column {col!r} in the units")
+    key = ["concept", "seed"]
+    ua, ub = (units[units.method == m].set_index(key) for m in (a, b))
+    both = ua.index.intersection(ub.index)
+    ua, ub = ua.loc[both], ub.loc[both]
+    va, vb = ua[col].astype(float), ub[col].astype(float)
+    keep = va.notna() & vb.notna()
+    if how == "reached":
+        keep = (ua.status == "reached") & (ub.status == "reached")
+    elif how == "censored":
+        keep = (ua.status != "at_start") & (ub.status != "at_start")
+        va = va.where(ua.status == "reached", ua.steps.astype(float))
+        vb = vb.where(ub.status == "reached", ub.steps.astype(float))
+    out = pd.DataFrame({"a": va[keep], "b": vb[keep]})
+    out["effect"] = out.a - out.b
+    return out.reset_index().sort_values(key, kind="stable", ignore_index=True)
+

@@ -335,7 +335,7 @@ def forward(self, texts: list[str]) -> torch.Tensor: # (B, 384) after ln_final
         feats = self.pooled(texts)
     return self.ln_final(feats)
 
-# %% ../nbs/01_models.ipynb #71dc2a15
+# %% ../nbs/01_models.ipynb #36ecac1f
 _TEXT_STORE: dict[str, torch.Tensor] = {}   # chunk key -> (n, width) float32 features, for the life of the process
 
 def encoder_fingerprint(text: "MiniLMText") -> str:
@@ -343,8 +343,8 @@ def encoder_fingerprint(text: "MiniLMText") -> str:
     h = hashlib.blake2b(digest_size=16)
     h.update(str(getattr(text.tokenizer, "name_or_path", "")).encode())
     for k, v in text.encoder.state_dict().items():
-        v = v.detach().cpu().contiguous()
         h.update(k.encode()); h.update(str(v.dtype).encode()); h.update(str(tuple(v.shape)).encode())
+        v = v.detach().cpu().contiguous().reshape(-1)   # flat: numpy views 0-d scalars only with the same itemsize
         h.update((v.view(torch.int16) if v.dtype == torch.bfloat16 else v).numpy().view(np.uint8).data)
     return h.hexdigest()
 

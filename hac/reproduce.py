@@ -310,8 +310,10 @@ def reproduce(profile: str = "quick", *, only: list | None = None, force: bool =
     params = profile_params(profile, root)
     todo = _selection(exps, params, profile, only)
     runs_root = Path(runs_root) if runs_root else root / "runs"
-    # the frozen text tower's features, encoded once per machine for every notebook and worker (hac.models.pooled_chunk)
+    # the frozen text tower's features and the evaluation of each run's starting model, computed once per machine for
+    # every notebook and worker (hac.models.pooled_chunk, hac.evaluate.stored_eval; bit-identical to computing them anew)
     os.environ.setdefault("HAC_TEXT_CACHE", str((runs_root / "_cache" / "text").resolve()))
+    os.environ.setdefault("HAC_EVAL_CACHE", str((runs_root / "_cache" / "eval").resolve()))
     given, out_dir = out_dir, _figures_dir(root, runs_root, profile, out_dir)
     t0 = time.perf_counter()
     timings = {}
@@ -334,7 +336,7 @@ K_SPREAD = 3.0  # a mean may move by this many standard errors of the difference
 TOLERANCES = {  # kind -> how its columns are compared; abs/rel: the floor max(abs, rel * |reference|) of a number
     "provenance": dict(words={"git", "commit", "version", "seconds", "wall", "time", "started", "finished", "duration"},
                        compare="ignore", why="differs between any two runs by construction"),
-    "free_text": dict(words={"evidence", "notes", "note", "caption", "comment", "description"}, compare="ignore",
+    "free_text": dict(words={"evidence", "notes", "note", "caption", "comment", "description", "reading"}, compare="ignore",
                       why="prose written from numbers that are compared"),
     "p_value": dict(names={"p", "p_holm", "p_value", "p_bonferroni"}, compare="ignore", why="judged through the claim's verdict"),
     "statistic": dict(names={"t", "z", "statistic", "rank_biserial", "median_diff", "mean_a", "mean_b"}, compare="ignore",
@@ -342,7 +344,10 @@ TOLERANCES = {  # kind -> how its columns are compared; abs/rel: the floor max(a
     "spread": dict(names={"ci_low", "ci_high", "mde"}, suffixes=("_std", "_sem", "_ci_low", "_ci_high"),
                    compare="ignore", why="spreads size the tolerance of their mean"),
     "verdict": dict(names={"verdict"}, compare="exact", why="a claim's conclusion"),
-    "count": dict(names={"seeds", "n", "n_seeds", "n_units"}, compare="exact", why="the design, not a measurement"),
+    "count": dict(names={"seeds", "n", "n_seeds"}, compare="exact", why="the design, not a measurement"),
+    "tally": dict(names={"n_units", "n_reached", "n_at_start", "n_not_reached"}, compare="ignore",
+                  why="how many units or runs a pairing or status holds (the protocol's matched pairs depend on which runs "
+                      "reach the target): judged through the endpoints and verdicts they feed"),
     "constant": dict(names={"margin"}, compare="exact", why="a constant of the test, set in code"),
     "effect": dict(names={"effect", "diff"}, compare="interval", abs=0.0, rel=0.0,
                    why="the metrics' rule, with the standard errors its 95 % intervals imply; none: not compared"),

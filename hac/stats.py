@@ -115,12 +115,24 @@ def holm(pvalues, # (m,) p-values of one family (NaNs are left out of it)
     return out
 
 # %% ../nbs/05b_stats.ipynb #68114dad
+def _nct_tail(tc, df, lam, upper=True):
+    """P(T > tc) (upper) or P(T < -tc) of a noncentral t with df degrees of freedom and noncentrality lam, by
+    integrating the normal tail over the chi-square law of the denominator: T = (Z + lam) / sqrt(V / df).
+    scipy's nct returns NaN far in the tails at small df (n = 2 seeds, a large effect); this never does."""
+    from scipy.integrate import quad
+    g = (lambda v: _st.norm.sf(tc * math.sqrt(v / df) - lam)) if upper else (lambda v: _st.norm.cdf(-tc * math.sqrt(v / df) - lam))
+    return float(quad(lambda v: _st.chi2.pdf(v, df) * g(v), 0, np.inf, limit=200)[0])
+
 def _t_power(d, n, alpha, one_sided):
     "Power of the one-sample t-test on n values at standardized effect d (noncentral t)."
     df, lam = n - 1, d * math.sqrt(n)
-    if one_sided: return float(_st.nct.sf(_st.t.ppf(1 - alpha, df), df, lam))
-    tc = _st.t.ppf(1 - alpha / 2, df)
-    return float(_st.nct.sf(tc, df, lam) + _st.nct.cdf(-tc, df, lam))
+    tc = _st.t.ppf(1 - alpha, df) if one_sided else _st.t.ppf(1 - alpha / 2, df)
+    up = _st.nct.sf(tc, df, lam)
+    if not np.isfinite(up): up = _nct_tail(tc, df, lam, upper=True)
+    if one_sided: return float(up)
+    lo = _st.nct.cdf(-tc, df, lam)
+    if not np.isfinite(lo): lo = _nct_tail(tc, df, lam, upper=False)
+    return float(up + lo)
 
 def mde(sd: float, # standard deviation of the per-seed differences, in the claim's units
         n: int, # number of seeds (pairs)

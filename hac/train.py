@@ -289,8 +289,10 @@ def _setup(cfg: TrainConfig, data, evaluator, model, sources: dict | None):
 # %% ../nbs/04_train.ipynb #c2d3e4f5
 def _log_row(run: _Run, step: int, parts: dict, lr: float) -> dict:
     "Append (and write) the history row of `step`: loss parts, lr, learned scalars, the evaluator's probe."
+    # the step-0 probe sees the starting model: the same for every run from it (computed once, EV.stored_eval)
+    probe = EV.stored_eval(run.evaluator, "probe", run.model) if step == 0 else run.evaluator.probe(run.model)
     row = {"step": step, "lr": lr, **{k: float(v.detach()) for k, v in parts.items() if torch.is_tensor(v) and v.ndim == 0},
-           **_log_scalars(run.model), **run.evaluator.probe(run.model)}
+           **_log_scalars(run.model), **probe}
     row["time_s"] = time.time() - run.t0
     run.history.append(row)
     if run.cfg.out_dir: write_history(run.cfg.out_dir, run.history)
@@ -337,7 +339,7 @@ def train(cfg: TrainConfig,
     "Run `cfg`; returns {'model', 'history', 'metrics', 'out_dir'} (on every process; files from rank 0 only)."
     run, opt, sched, objective, groups, start = _setup(cfg, data, evaluator, model, sources)
     is_main = run.rank == 0
-    if start == 0 and is_main: run.metrics["before"] = run.evaluator.full(run.model)
+    if start == 0 and is_main: run.metrics["before"] = EV.stored_eval(run.evaluator, "full", run.model)   # once per start model
     run.t0 = time.time()
     if start == 0 and is_main and cfg.unlearning:
         _log_row(run, 0, {}, sched.get_last_lr()[0])   # the trajectory starts at the model before unlearning

@@ -23,7 +23,7 @@ def test_unlearn_defaults_are_the_protocols_main_budget():
     assert {k: getattr(cfg, k) for k in BUDGET} == dict(lr=2e-5, steps=30, warmup=5, min_lr_ratio=1.0, batch_size=64,
                                                         forget_batch=32, log_every=3)
     # the same numbers as the protocol that decides the claims (so the CLI cannot drift from it) ...
-    p = yaml.safe_load((ROOT / "configs" / "protocol.yaml").read_text())
+    p = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())["protocol"]
     prot = protocol(**{k: p[k] for k in ("steps", "batch_size", "forget_batch", "warmup", "log_every", "probe_size", "test_size")})
     assert {k: getattr(cfg, k) for k in BUDGET} == {"lr": p["lr_grid"][0], **{k: prot[k] for k in BUDGET[1:]}}
     # ... and as the single-concept experiment's main budget (lrs[0])
@@ -68,7 +68,7 @@ def _help(command, capsys) -> str:
 def test_help_shows_every_default(capsys):
     h = _help("unlearn", capsys)
     for s in ["(default: 2e-05;", "(default: 30;", "(default: 5)", "(default: 64)", "(default: 32;", "(default: 3)",
-              "(default: 1.0)", "configs/protocol.yaml", "(default: hac)"]:
+              "(default: 1.0)", "configs/default.yaml, protocol", "(default: hac)"]:
         assert s in h, s
     rec = pretrain_config()
     for command in ("pretrain", "retrain"):

@@ -132,7 +132,7 @@ def test_protocol_jobs_one_run_per_unit_and_method():
     assert len(jobs) == len(meta) == 9
     assert [(c.model_path, c.forget, c.seed, c.lr, c.method) for c, _ in jobs[6:]] == [
         ("clip1.pt", ["cat"], 1, 2e-5, "ac"), ("meru1.pt", ["cat"], 1, 2e-5, "ac"), ("meru1.pt", ["cat"], 1, 2e-5, "hac")]
-    assert meta[4] == dict(concept="dog", seed=2, method="MERU + AC", model="MERU", loss="ac", lr=5e-5)
+    assert meta[4] == dict(concept="dog", seed=2, method="MERU + AC", model="MERU", recipe="meru", loss="ac", lr=5e-5, overrides="")
     assert len({o for _, o in jobs}) == 9   # nine different runs
     assert all(c.min_lr_ratio == 1.0 and c.steps == 30 and c.threads == 1 for c, _ in jobs)
 
@@ -145,6 +145,18 @@ def test_protocol_jobs_share_runs():
     assert units[2][1] == single
     other = protocol_jobs(MODELS, [("dog", 0)], THREE, {"dog": 2e-5}, "runs", **P)[0]
     assert not {o for _, o in other} & {o for _, o in sel}             # another lr: other runs
+
+
+def test_protocol_jobs_recipes_and_overrides():
+    models = {**MODELS, "meru@entail1": {str(s): f"cone{s}.pt" for s in range(3)}}
+    arms = [("MERU[entail 1] + HAC", "meru@entail1", "hac"), ("MERU[entail 1] + HAC x3", "meru@entail1", "hac", {"ent": 3.0, "norm": 3.0})]
+    jobs, meta = protocol_jobs(models, [("dog", 1)], arms, {"dog": 5e-5}, "runs", **P)
+    assert [c.model_path for c, _ in jobs] == ["cone1.pt", "cone1.pt"]
+    assert (jobs[0][0].ent, jobs[0][0].norm, jobs[1][0].ent, jobs[1][0].norm) == (1.0, 1.0, 3.0, 3.0)
+    assert jobs[0][1] != jobs[1][1]                                     # the overrides make another run
+    assert meta[1]["model"] == "MERU" and meta[1]["recipe"] == "meru@entail1" and meta[1]["overrides"] == '{"ent": 3.0, "norm": 3.0}'
+    with pytest.raises(KeyError, match="meru@entail3"):
+        protocol_jobs(models, [("dog", 1)], [("x", "meru@entail3", "ac")], {"dog": 5e-5}, "runs", **P)
 
 
 # --- unit_row -----------------------------------------------------------------------------------------------------
@@ -175,12 +187,15 @@ def test_unit_row_at_start_is_excluded_from_matched_numbers():
     assert row["forget_at_budget"] == pytest.approx(6.0)   # the budget endpoint stays
 
 
-# --- the protocol's default-size configuration (configs/protocol.yaml) ---------------------------------------------
+# --- the protocol's default-size configuration (configs/default.yaml, section protocol) ----------------------------
 
 def test_protocol_config():
-    p = yaml.safe_load((ROOT / "configs" / "protocol.yaml").read_text())
     cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
-    assert "protocol" not in cfg   # not in the default profile until it fits the budget (configs/protocol.yaml says why)
+    p = cfg["protocol"]
+    seeds = cfg["pretrain"]["seeds"] + cfg["pretrain"]["unit_seeds"]
+    assert len(seeds) >= 5 and p["seeds"] == []                              # every pretrained seed is a unit: >= 5
+    assert [float(w) for w in p["recipes"]] == [float(w) for w in cfg["pretrain"]["unit_recipes"]]   # models exist
+    assert set(p["sweep_concepts"]) <= set(p["concepts"])
     assert sorted(p["concepts"]) == sorted(ANIMAL_MNIST_CLASSES)               # every leaf is a forget set
     assert set(p["selection_seeds"]) <= set(cfg["pretrain"]["seeds"])
     assert p["lr_rule"] in LR_RULES and p["lr_grid"] == sorted(p["lr_grid"])

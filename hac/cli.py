@@ -327,7 +327,7 @@ def _add_real_data(p):
 # %% ../nbs/07_cli.ipynb #f100000b
 def add_unlearn(sub):
     d, b = command_defaults("unlearn"), UNLEARN_DEFAULTS
-    p = sub.add_parser("unlearn", help="unlearn concepts from a model (ac, hac, finetune, neggrad)",
+    p = sub.add_parser("unlearn", help="unlearn concepts from a model (ac, hac, finetune, neggrad, cliperase, delete, diet)",
                        description="Unlearn concepts from a model. Without run options: the claims protocol's main budget "
                                    f"(configs/default.yaml, protocol): constant lr {b['lr']} after {b['warmup']} linear warmup steps, "
                                    f"{b['steps']} steps of {b['batch_size']} retain + {b['forget_batch']} forget pairs, "
@@ -336,7 +336,9 @@ def add_unlearn(sub):
                    help="checkpoint path (hac's model.pt or MERU's .pth), released name (meru_vit_s|b|l, clip_vit_s|b|l) "
                         "or open_clip:ARCH@PRETRAINED")
     p.add_argument("--forget", nargs="+", required=True, help=f"concepts to forget (taxonomy nodes: {_concept_help()})")
-    p.add_argument("--method", choices=[m for m in METHODS if m not in ("pretrain", "retrain")], default="hac", help="unlearning method")
+    p.add_argument("--method", choices=[m for m in METHODS if m not in ("pretrain", "retrain")], default="hac",
+                   help="unlearning method; cliperase, delete, diet: hac.methods, their constants through --set "
+                        "(e.g. --set cliperase_fm=3 diet_margin=1)")
     for w, h in (("alpha", "L_neg weight"), ("beta", "L_pos weight"), ("ent", "HAC L_ec weight"), ("norm", "HAC L_nr weight")):
         p.add_argument(f"--{w}", type=float, help=f"{h} (default: {d[w]})")
     p.add_argument("--forget-batch", type=int, dest="forget_batch",

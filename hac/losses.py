@@ -235,7 +235,8 @@ def toy_batch(n_r: int = 8, n_f: int = 4, dim: int = 8, seed: int = 0,
              con_f=torch.zeros(n_f, dtype=torch.long), con_alt=torch.ones(n_f, dtype=torch.long),
              parent=torch.tensor([2, 2, 3, -1]), truth=truth, scale=torch.tensor(10.), curv=torch.tensor(1.0),
              curv0=torch.tensor(1.0), leaf_f=torch.zeros(n_f, dtype=torch.long),
-             anc_f=torch.full((n_f,), 2, dtype=torch.long), parent_r=torch.tensor([1, 2, -1]))
+             anc_f=torch.full((n_f,), 2, dtype=torch.long), parent_r=torch.tensor([1, 2, -1]),
+             head=torch.tensor([0, 1]), head_forget=torch.tensor([True, False]), scale0=torch.tensor(10.))
     if not realistic:
         r = lambda *s: 0.7 * n(*s)
         cur = dict(img_r=r(n_r, dim), txt_r=r(n_r, dim))

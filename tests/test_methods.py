@@ -1,0 +1,171 @@
+"""hac.methods: CLIPErase, DELETE and DIET train through hac.train and `hac unlearn --method` on a tiny CLIP and MERU;
+their weights are TrainConfig fields; adding them changed no existing run's config or cache key; numerical sweeps."""
+import inspect
+import json
+import os
+from dataclasses import fields
+
+import numpy as np
+import pytest
+import torch
+
+import hac.train as T
+from hac.cli import main
+from hac.config import METHODS, TrainConfig, pretrain_config, unlearn_config
+from hac.experiments import _key
+from hac.lorentz import exp_map0
+from hac.losses import PretrainLoss, toy_batch
+from hac.methods import (BALL_MARGIN, BENCHMARK_METHODS, CLIPErase, DELETE, DIET, NEEDS_FROZEN, ball_coords, busemann,
+                         ideal_prototypes, sinkhorn)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# a very small model (no MiniLM load), as tests/test_train.py builds its checkpoints
+TINY = dict(text_encoder="transformer", text_width=32, text_layers=1, text_heads=2, context_length=24,
+            vit_width=32, vit_depth=1, vit_heads=2, embed_dim=16)
+PARTS = {"cliperase": {"rm_loss", "fm_loss", "cm_loss"}, "delete": {"kd_loss", "true_prob"},
+         "diet": {"hyp_loss", "ot_loss", "rep_loss"}}
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpts(tmp_path_factory):
+    "A tiny pretrained MERU and CLIP checkpoint (4 steps)."
+    tmp = tmp_path_factory.mktemp("ckpt")
+    out = {}
+    for m in ("meru", "clip"):
+        cfg = pretrain_config(m, model_overrides=TINY, steps=4, batch_size=16, log_every=2, probe_size=20, test_size=40,
+                              progress=False, threads=1, warmup=1, parent_weight=1.0 if m == "meru" else 0.0,
+                              out_dir=str(tmp / m))
+        out[m] = T.train(cfg)["out_dir"] + "/model.pt"
+    return out
+
+
+@pytest.mark.parametrize("model", ["clip", "meru"])
+@pytest.mark.parametrize("method", BENCHMARK_METHODS)
+def test_each_method_trains_three_steps(tiny_ckpts, tmp_path, method, model):
+    cfg = unlearn_config(method, tiny_ckpts[model], ["dog"], steps=3, batch_size=16, forget_batch=8, probe_size=50,
+                         test_size=100, threads=1, progress=False, out_dir=str(tmp_path / "run"))
+    res = T.train(cfg)
+    assert (tmp_path / "run" / "metrics.json").exists() and (tmp_path / "run" / "model.pt").exists()
+    last = res["history"][-1]
+    assert last["step"] == 3 and PARTS[method] <= set(last) and np.isfinite(last["loss"]), last
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert {"forget_acc", "retain_acc"} <= set(m["before"]) and {"forget_acc", "retain_acc"} <= set(m["after"])
+    written = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert written["method"] == method and written["architecture"] == model
+    bench = {f.name for f in fields(TrainConfig) if f.name.startswith(("cliperase_", "diet_"))}
+    own = {n for n in bench if n.startswith(method + "_")}
+    assert set(written) & bench == own   # its own constants are recorded, other methods' (at their defaults) are not
+
+
+@pytest.mark.parametrize("model", ["clip", "meru"])
+@pytest.mark.parametrize("method", BENCHMARK_METHODS)
+def test_cli_unlearn_method(tiny_ckpts, tmp_path, capsys, method, model):
+    rc = main(["unlearn", "--model", tiny_ckpts[model], "--forget", "dog", "--method", method, "--steps", "2",
+               "--batch-size", "16", "--forget-batch", "8", "--threads", "1", "--quiet", "--out", str(tmp_path / "u"),
+               "--set", "probe_size=20", "test_size=40", "log_every=1"])
+    out = capsys.readouterr().out
+    assert rc == 0 and f"{method} (2 steps" in out and "forget acc" in out, out
+    assert (tmp_path / "u" / "metrics.json").exists() and (tmp_path / "u" / "model.pt").exists()
+    assert json.loads((tmp_path / "u" / "config.json").read_text())["method"] == method
+
+
+def test_frozen_copy_only_where_read(tiny_ckpts):
+    for method in METHODS[2:]:
+        cfg = unlearn_config(method, tiny_ckpts["clip"], ["dog"])
+        frozen = T._build(cfg, "cpu")[1]
+        assert (frozen is not None) == (method in NEEDS_FROZEN + ("hac",)), method
+
+
+def test_existing_configs_and_cache_keys_unchanged():
+    """The benchmark fields stay out of other methods' to_dict at their defaults: the keys hashed before they existed."""
+    assert _key(unlearn_config("hac", "m.pt", ["dog"])) == "7fc43e0a29cb"
+    assert _key(pretrain_config("clip")) == "2e536eccc1f4"
+    assert _key(unlearn_config("ac", "m.pt", ["dog"], beta=3.0)) == "788bdc0f9e2a"
+    cfg = unlearn_config("diet", "m.pt", ["dog"], cliperase_fm=1.0)
+    d = cfg.to_dict()
+    assert d["diet_hyp"] == 30.0 and d["cliperase_fm"] == 1.0 and "cliperase_cm" not in d
+    assert TrainConfig.from_dict(d) == cfg
+
+
+def test_weight_names_are_trainconfig_fields_and_reach_the_objective():
+    names = {f.name for f in fields(TrainConfig)}
+    for cls in (CLIPErase, DELETE, DIET):
+        kws = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "pretrain", "geometry")]
+        assert set(kws) <= names, (cls.__name__, set(kws) - names)
+    kw = dict(cliperase_fm=0.5, cliperase_cm=0.25, retain_weight=0.7, diet_hyp=3.0, diet_ot=0.5, diet_rep=2.0,
+              diet_margin=0.3, diet_sinkhorn_eps=0.1, diet_proto_eps=2e-3, diet_clip_r=0.8)
+    for method in BENCHMARK_METHODS:
+        obj = T.make_objective(unlearn_config(method, "m.pt", ["dog"], **kw), "lorentz")
+        for k in inspect.signature(type(obj).__init__).parameters:
+            if k in kw: assert getattr(obj, k) == kw[k], (method, k)
+    # the published constants are the defaults, in the classes and in TrainConfig
+    cfg = TrainConfig()
+    assert (cfg.retain_weight, cfg.cliperase_fm, cfg.cliperase_cm) == (1.0, 3.0, 3.0)
+    assert (cfg.diet_hyp, cfg.diet_ot, cfg.diet_rep, cfg.diet_margin, cfg.diet_sinkhorn_eps) == (30.0, 1.0, 20.0, 1.0, 0.5)
+
+
+@pytest.mark.parametrize("bad,msg", [(dict(cliperase_fm=-1.0), "cliperase_fm must be >= 0"),
+                                     (dict(diet_rep=float("nan")), "diet_rep must be >= 0"),
+                                     (dict(diet_sinkhorn_eps=0.0), "diet_sinkhorn_eps must be > 0"),
+                                     (dict(diet_clip_r=-1.0), "diet_clip_r must be > 0"),
+                                     (dict(diet_proto_eps=BALL_MARGIN), "diet_proto_eps must be in"),
+                                     (dict(method="salun"), "method must be one of")])
+def test_config_validation(bad, msg):
+    with pytest.raises(ValueError, match=msg): TrainConfig(**{**dict(method="diet", model_path="m.pt", forget=["dog"]), **bad})
+
+
+def test_clear_errors_for_missing_inputs():
+    b = toy_batch()
+    with pytest.raises(ValueError, match=r"DELETE needs batch key\(s\) \['img_f0'"):
+        DELETE("euclidean")({**b, "img_f0": None})
+    with pytest.raises(ValueError, match=r"CLIPErase \(L_CM\) needs batch key\(s\) \['scale0'\]"):
+        CLIPErase(PretrainLoss("euclidean"))({**b, "scale0": None})
+    with pytest.raises(ValueError, match=r"DIET needs batch key\(s\) \['head', 'head_forget'\]"):
+        DIET("lorentz")({**b, "head": None, "head_forget": None})
+    with pytest.raises(ValueError, match="at least one retained class"):
+        DIET("lorentz")({**b, "head_forget": torch.tensor([True, True])})
+    with pytest.raises(ValueError, match="whole head"):   # forgetting "animal" masks every class: nothing to distil
+        DELETE("euclidean")({**b, "leaf_f": torch.full((4,), 3)})
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("dim", [2, 8, 64])
+def test_busemann_against_numpy(seed, dim):
+    g = torch.Generator().manual_seed(seed)
+    z = F_normalize(torch.randn(9, dim, generator=g, dtype=torch.float64)) * torch.rand(9, 1, generator=g, dtype=torch.float64) * 0.99
+    p = ideal_prototypes(torch.randn(4, dim, generator=g, dtype=torch.float64))
+    Z, P = z.numpy(), p.numpy()
+    ref = np.log(((P[None] - Z[:, None]) ** 2).sum(-1) / (1 - (Z ** 2).sum(-1))[:, None])
+    np.testing.assert_allclose(busemann(z, p).numpy(), ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(busemann(z.float(), p.float()).numpy(), ref, rtol=0, atol=2e-4)   # float32
+
+
+def F_normalize(x): return x / x.norm(dim=-1, keepdim=True)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("eps", [0.25, 0.5, 5.0])   # DIET: 0.5 on Busemann costs of a few units
+def test_sinkhorn_marginals(seed, eps):
+    g = torch.Generator().manual_seed(seed)
+    n, m = int(torch.randint(1, 12, (1,), generator=g)), int(torch.randint(1, 12, (1,), generator=g))
+    C = 4 * torch.randn(n, m, generator=g, dtype=torch.float64)
+    a, b = torch.rand(n, generator=g, dtype=torch.float64) + 0.05, torch.rand(m, generator=g, dtype=torch.float64) + 0.05
+    a, b = a / a.sum(), b / b.sum()
+    P = sinkhorn(C, a, b, eps=eps)
+    assert (P >= 0).all()
+    np.testing.assert_allclose(P.sum(1).numpy(), a.numpy(), atol=1e-6)
+    np.testing.assert_allclose(P.sum(0).numpy(), b.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("curv", [0.1, 1.0, 10.0])
+def test_ball_coords_stay_inside_and_keep_the_radius_order(curv):
+    g = torch.Generator().manual_seed(0)
+    v = F_normalize(torch.randn(32, 8, generator=g)) * torch.logspace(-3, 2, 32)[:, None]   # growing norms
+    for geo in ("euclidean", "lorentz"):
+        x = v if geo == "euclidean" else exp_map0(v, curv=curv)
+        z = ball_coords(x, geometry=geo, curv=curv, clip_r=1.0)
+        r = z.norm(dim=-1)
+        assert torch.isfinite(z).all() and (r <= 1 - BALL_MARGIN + 1e-6).all()
+        assert (r.diff() >= -1e-6).all()   # farther inputs stay at least as far out

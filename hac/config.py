@@ -145,7 +145,9 @@ class TrainConfig:
     out_dir: str | None = None        # run folder (config, history, checkpoints, model); None: nothing written
     ckpt_every: int = 0               # resumable checkpoint every N steps (0: only at the end)
     resume: bool = True               # continue from out_dir/checkpoint.pt when present
-    keep_checkpoint: bool = False     # keep checkpoint.pt after a finished run (model.pt is always written)
+    keep_checkpoint: bool = False     # keep checkpoint.pt after a finished run
+    save_model: bool = True           # write model.pt at the end (False: metrics and history only; the claims protocol's
+                                      # hundreds of unit runs need no weights, and their model.pt would fill a disk)
     progress: bool = True             # tqdm progress bar
 
     def __post_init__(self):

@@ -22,7 +22,7 @@ __all__ = ['REACH_STATUSES', 'LR_RULES', 'UNIT_COLUMNS', 'PAIRINGS', 'cached_tra
            'steps_to_target', 'choose_lr', 'protocol_jobs', 'unit_row', 'paired_effects']
 
 # %% ../nbs/09_experiments.ipynb #72f0b316
-_VOLATILE = ("progress", "out_dir", "resume")
+_VOLATILE = ("progress", "out_dir", "resume", "save_model")   # none changes a number a run writes
 
 def _same_config(stored: dict, cfg: TrainConfig) -> bool:
     "True if a stored config.json describes `cfg` (ignoring progress/out_dir/resume)."
@@ -30,8 +30,10 @@ def _same_config(stored: dict, cfg: TrainConfig) -> bool:
     return all(stored.get(k) == v for k, v in now.items() if k not in _VOLATILE)
 
 def _is_cached(cfg: TrainConfig, out) -> bool:
-    "True if `out` holds a finished run (metrics.json) of `cfg`."
+    "True if `out` holds a finished run (metrics.json) of `cfg`, with its model.pt when `cfg` asks for the weights."
     m, c = Path(out) / "metrics.json", Path(out) / "config.json"
+    # a run made without weights (save_model off) shares its folder with the same run made with them: not enough for it
+    if cfg.save_model and not (Path(out) / "model.pt").exists(): return False
     return m.exists() and c.exists() and _same_config(json.loads(c.read_text()), cfg)
 
 def cached_train(cfg: TrainConfig, out_dir: str | Path) -> dict:

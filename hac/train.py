@@ -254,7 +254,7 @@ def _build(cfg: TrainConfig, device, model=None):
         else None
     return model, frozen
 
-_NOT_IDENTITY = ("resume", "progress", "out_dir", "steps")   # fields a resumed run may change
+_NOT_IDENTITY = ("resume", "progress", "out_dir", "steps", "save_model")   # fields a resumed run may change
 
 def _resume(cfg, ckpt, model, opt, sched, device, rank) -> tuple[int, list, dict]:
     "(start step, history, metrics) from `ckpt` when resuming (states loaded in place), else (0, [], {})."
@@ -330,12 +330,12 @@ def _save_progress(run: _Run, opt, sched, done: int):
         write_history(out, run.history)
 
 def _finish(run: _Run, train_time: float):
-    "After metrics, then model.pt, metrics.json, history; the resumable checkpoint goes unless kept."
+    "After metrics, then model.pt (unless `save_model` is off), metrics.json, history; the resumable checkpoint goes unless kept."
     run.metrics["after"] = run.evaluator.full(run.model)
     run.metrics["train_time_s"], run.metrics["steps"] = train_time, run.cfg.steps
     if not run.cfg.out_dir: return
     out = Path(run.cfg.out_dir)
-    save_checkpoint(run.model, out / "model.pt", train_config=run.cfg.to_dict())
+    if run.cfg.save_model: save_checkpoint(run.model, out / "model.pt", train_config=run.cfg.to_dict())
     write_json(out / "metrics.json", run.metrics)
     write_history(out, run.history)
     # the resumable checkpoint (model + optimizer, ~2x model.pt) is moot once the run is complete

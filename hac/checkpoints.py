@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from .data import default_cache_dir
 from .models import PRETRAINED, VIT_ARCHS, ContrastiveModel, ModelConfig, build_model, from_open_clip
-from .reproduce import atomic_file, atomic_save
+from .core import atomic_file, atomic_save
 
 # %% auto #0
 __all__ = ['PRETRAINED_URLS', 'CheckpointMismatchError', 'save_checkpoint', 'infer_config', 'check_state_dict', 'load_checkpoint',

@@ -4,23 +4,16 @@
 
 # %% auto #0
 __all__ = ['METHODS', 'UNLEARN_METHODS', 'TRAIN_PARAMS', 'METHOD_FIELDS', 'RUN_METADATA_KEYS', 'PRETRAIN_RECIPES',
-           'UNLEARN_RECIPE', 'strict_from_dict', 'TrainConfig', 'write_json', 'pretrain_config', 'unlearn_config']
+           'UNLEARN_RECIPE', 'TrainConfig', 'pretrain_config', 'unlearn_config']
 
 # %% ../nbs/04a_config.ipynb #8233ccc1
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from .core import atomic_write_json, patch_to, strict_from_dict
 from .losses import ENT_MODES, NORM_MODES
 from .methods import BALL_MARGIN, BENCHMARK_METHODS
-
-# %% ../nbs/04a_config.ipynb #2d98970f
-def strict_from_dict(cls, d: dict):
-    "Build dataclass `cls` from `d`; keys that are not fields raise a ValueError naming them and the valid ones."
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown: raise ValueError(f"{cls.__name__}: unknown fields {unknown}; known fields: {sorted(known)}")
-    return cls(**d)
 
 # %% ../nbs/04a_config.ipynb #40c640ac
 METHODS = ("pretrain", "retrain", "finetune", "neggrad", "ac", "hac") + BENCHMARK_METHODS
@@ -155,13 +148,17 @@ class TrainConfig:
         _check_choices(self); _normalize_lists(self); _check_method_needs(self); _check_ints(self); _check_ranges(self)
 
 # %% ../nbs/04a_config.ipynb #b78de35c
-def _unlearning(self) -> bool: return self.method in UNLEARN_METHODS
+@patch_to(TrainConfig, as_prop=True)
+def unlearning(self) -> bool:
+    "Whether the method unlearns (starts from a checkpoint and has a forget set)."
+    return self.method in UNLEARN_METHODS
 
 METHOD_FIELDS = {"cliperase": ("cliperase_fm", "cliperase_cm"),
                  "diet": ("diet_hyp", "diet_ot", "diet_rep", "diet_margin", "diet_sinkhorn_eps", "diet_proto_eps",
                           "diet_clip_r")}   # fields read by one benchmark method only
 
-def _to_dict(self) -> dict:
+@patch_to(TrainConfig)
+def to_dict(self) -> dict:
     "asdict, without other benchmark methods' fields that hold their defaults (see above)."
     d, default = asdict(self), {f.name: f.default for f in fields(self)}
     for m, names in METHOD_FIELDS.items():
@@ -170,34 +167,26 @@ def _to_dict(self) -> dict:
                 if d[n] == default[n]: del d[n]
     return d
 
-def _from_dict(cls, d: dict) -> "TrainConfig":
+@patch_to(TrainConfig, cls_method=True)
+def from_dict(cls, d: dict) -> "TrainConfig":
     "Rebuild from `to_dict()` output; unknown keys raise a clear error."
     return strict_from_dict(cls, d)
-
-TrainConfig.unlearning = property(_unlearning)
-TrainConfig.to_dict, TrainConfig.from_dict = _to_dict, classmethod(_from_dict)
 
 # %% ../nbs/04a_config.ipynb #64d560bd
 RUN_METADATA_KEYS = ("hac_version", "world_size", "git_commit", "architecture", "sources")  # written beside the fields by train(), not fields (sources: real data)
 
-def write_json(path, obj) -> Path:
-    "Atomic JSON write (indent 1; non-JSON values as str) through the package's one atomic writer, `hac.reproduce.atomic_file`."
-    from hac.reproduce import atomic_file
-    with atomic_file(path, "w") as f: json.dump(obj, f, indent=1, default=str)
-    return Path(path)
-
-def _save(self, path) -> Path:
+@patch_to(TrainConfig)
+def save(self, path) -> Path:
     "Write the config as JSON (atomically)."
-    return write_json(path, self.to_dict())
+    return atomic_write_json(path, self.to_dict())
 
-def _load(cls, path) -> "TrainConfig":
+@patch_to(TrainConfig, cls_method=True)
+def load(cls, path) -> "TrainConfig":
     "Read a config.json written by `save` or by `hac.train.train` (its run metadata keys are dropped)."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"no config file at {path}")
     d = json.loads(path.read_text())
     return cls.from_dict({k: v for k, v in d.items() if k not in RUN_METADATA_KEYS})
-
-TrainConfig.save, TrainConfig.load = _save, classmethod(_load)
 
 # %% ../nbs/04a_config.ipynb #4b77b54b
 PRETRAIN_RECIPES = {   # 400 steps x 128 pairs (~7 epochs): about 87 % zero-shot; steps=600, lr=2e-3 gives about 89-90 %

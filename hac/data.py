@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
+from .core import atomic_file, patch_to
+
 # %% ../nbs/02_data.ipynb #ee482b03
 ANIMAL_MNIST_VERSION = "0.4"  # PyPI release the hashes below belong to
 ANIMAL_MNIST_CLASSES = ("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra")
@@ -144,10 +146,9 @@ def _read_cache(cache: Path) -> tuple[np.ndarray, np.ndarray] | None:
     return None
 
 def _write_cache(cache: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    "Write the arrays to `cache` atomically (`hac.reproduce.atomic_file`); OSError (read-only location) is ignored."
+    "Write the arrays to `cache` atomically (`hac.core.atomic_file`); OSError (read-only location) is ignored."
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        from hac.reproduce import atomic_file   # the one atomic writer (imported here: reproduce is a later module)
         with atomic_file(cache, "wb", suffix=".npz") as f: np.savez(f, images=images, labels=labels)
     except OSError: pass
 
@@ -253,61 +254,66 @@ class Taxonomy:
     def __len__(self) -> int: return len(self.concepts)
     def __repr__(self) -> str: return f"Taxonomy({self.name!r}: {len(self)} concepts, {len(self.classes)} classes, depth {self.depth})"
 
-# %% ../nbs/02_data.ipynb #3f169b6e
-def _attach(cls, **methods):
-    "Add `methods` (name -> function or property) to `cls`, named as if written in the class body."
-    for name, m in methods.items():
-        f = m.fget if isinstance(m, property) else m
-        f.__name__, f.__qualname__ = name, f"{cls.__name__}.{name}"
-        setattr(cls, name, m)
-
 # %% ../nbs/02_data.ipynb #6723872a
-def _tax_index(self, c: str) -> int: "Position of `c` in `concepts`."; return self._index[self.check(c)]
-def _tax_class_index(self, c: str) -> int:
+@patch_to(Taxonomy)
+def index(self, c: str) -> int: "Position of `c` in `concepts`."; return self._index[self.check(c)]
+@patch_to(Taxonomy)
+def class_index(self, c: str) -> int:
     "Label of a class (leaf)."
     if self.check(c) not in self._cls_index: raise ValueError(f"{c!r} is not a class (leaf); classes: {', '.join(self.classes)}")
     return self._cls_index[c]
-def _tax_parent(self, c: str) -> str | None: "The parent concept (None for the root)."; return self._parent[self.check(c)]
-def _tax_children(self, c: str) -> tuple[str, ...]: "Direct children, in file order."; return self._children[self.check(c)]
-def _tax_is_leaf(self, c: str) -> bool: "True for a class."; return not self._children[self.check(c)]
-def _tax_ancestors(self, c: str) -> tuple[str, ...]:
+@patch_to(Taxonomy)
+def parent(self, c: str) -> str | None: "The parent concept (None for the root)."; return self._parent[self.check(c)]
+@patch_to(Taxonomy)
+def children(self, c: str) -> tuple[str, ...]: "Direct children, in file order."; return self._children[self.check(c)]
+@patch_to(Taxonomy)
+def is_leaf(self, c: str) -> bool: "True for a class."; return not self._children[self.check(c)]
+@patch_to(Taxonomy)
+def ancestors(self, c: str) -> tuple[str, ...]:
     "Proper ancestors, nearest first: ancestors('dog') = ('canine', 'carnivore', 'mammal', 'animal')."
     out, p = [], self.parent(c)
     while p is not None: out.append(p); p = self._parent[p]
     return tuple(out)
-def _tax_path(self, c: str) -> tuple[str, ...]: "`c` and its ancestors, specific to generic."; return (self.check(c),) + self.ancestors(c)
-def _tax_level(self, c: str) -> int: "Edges from the root: level(root) = 0."; return len(self.ancestors(c))
-def _tax_depth(self) -> int: "Largest level (the tree has depth + 1 levels)."; return max(self.level(c) for c in self.concepts)
-
-_attach(Taxonomy, index=_tax_index, class_index=_tax_class_index, parent=_tax_parent, children=_tax_children,
-        is_leaf=_tax_is_leaf, ancestors=_tax_ancestors, path=_tax_path, level=_tax_level, depth=property(_tax_depth))
+@patch_to(Taxonomy)
+def path(self, c: str) -> tuple[str, ...]: "`c` and its ancestors, specific to generic."; return (self.check(c),) + self.ancestors(c)
+@patch_to(Taxonomy)
+def level(self, c: str) -> int: "Edges from the root: level(root) = 0."; return len(self.ancestors(c))
+@patch_to(Taxonomy, as_prop=True)
+def depth(self) -> int: "Largest level (the tree has depth + 1 levels)."; return max(self.level(c) for c in self.concepts)
 
 # %% ../nbs/02_data.ipynb #31937d42
-def _tax_descendants(self, c: str) -> tuple[str, ...]: "All nodes below `c` (pre-order), excluding `c`."; return tuple(n for n in self.concepts if n != c and c in self.ancestors(n))
-def _tax_leaves_under(self, c: str) -> tuple[str, ...]:
+@patch_to(Taxonomy)
+def descendants(self, c: str) -> tuple[str, ...]: "All nodes below `c` (pre-order), excluding `c`."; return tuple(n for n in self.concepts if n != c and c in self.ancestors(n))
+@patch_to(Taxonomy)
+def leaves_under(self, c: str) -> tuple[str, ...]:
     "Classes covered by `c`, in label order (a class covers itself)."
     c = self.check(c); return tuple(k for k in self.classes if k == c or c in self.ancestors(k))
-def _tax_lca(self, a: str, b: str) -> str:
+@patch_to(Taxonomy)
+def lca(self, a: str, b: str) -> str:
     "Lowest common ancestor (a node is its own ancestor here)."
     pa = self.path(a); return next(n for n in self.path(b) if n in pa)
-def _tax_shared_depth(self, a: str, b: str) -> int:
+@patch_to(Taxonomy)
+def shared_depth(self, a: str, b: str) -> int:
     "Level of the lowest common ancestor: the semantic nearness of `a` and `b` (larger = nearer)."
     return self.level(self.lca(a, b))
-def _tax_tree_distance(self, a: str, b: str) -> int:
+@patch_to(Taxonomy)
+def tree_distance(self, a: str, b: str) -> int:
     "Number of edges between `a` and `b` (0 for the same node); short to shallow nodes (bird), so rank nearness by `shared_depth`."
     m = self.lca(a, b); return self.level(a) + self.level(b) - 2 * self.level(m)
 
-_attach(Taxonomy, descendants=_tax_descendants, leaves_under=_tax_leaves_under, lca=_tax_lca, shared_depth=_tax_shared_depth,
-        tree_distance=_tax_tree_distance)
-
 # %% ../nbs/02_data.ipynb #09cab6b2
-def _tax_plural(self, c: str) -> str: return self._plural[self.check(c)]
-def _tax_gloss(self, c: str) -> str: return self._gloss[self.check(c)]
-def _tax_synonyms(self, c: str) -> tuple[str, ...]: "Other words for `c` (never used in training captions)."; return self._syn[self.check(c)]
-def _tax_terms(self, c: str) -> tuple[str, ...]:
+@patch_to(Taxonomy)
+def plural(self, c: str) -> str: return self._plural[self.check(c)]
+@patch_to(Taxonomy)
+def gloss(self, c: str) -> str: return self._gloss[self.check(c)]
+@patch_to(Taxonomy)
+def synonyms(self, c: str) -> tuple[str, ...]: "Other words for `c` (never used in training captions)."; return self._syn[self.check(c)]
+@patch_to(Taxonomy)
+def terms(self, c: str) -> tuple[str, ...]:
     "Every surface form of `c`: name, plural, synonyms (deduplicated, in that order); for leakage audits."
     return tuple(dict.fromkeys((self.check(c), self._plural[c]) + self._syn[c]))
-def _tax_tree(self, show_gloss: bool = False) -> str:
+@patch_to(Taxonomy)
+def tree(self, show_gloss: bool = False) -> str:
     "Text drawing of the tree."
     lines = []
     def walk(n, prefix, last, top):
@@ -317,9 +323,6 @@ def _tax_tree(self, show_gloss: bool = False) -> str:
         for i, k in enumerate(kids): walk(k, prefix + ("" if top else ("    " if last else "│   ")), i == len(kids) - 1, False)
     walk(self.root, "", True, True)
     return "\n".join(lines)
-
-_attach(Taxonomy, plural=_tax_plural, gloss=_tax_gloss, synonyms=_tax_synonyms, terms=_tax_terms, tree=_tax_tree)
-
 def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
     "The Animal-MNIST taxonomy (shipped with the package as `hac/assets/taxonomy.json`), or the one at `path`."
     if path is not None: return Taxonomy.from_json(Path(path))
@@ -506,27 +509,31 @@ class AnimalMNIST(Dataset):
         return self
 
 # %% ../nbs/02_data.ipynb #b5f76b6b
-def _mnist_captions(self) -> list[str]: return [self.vocabulary[i] for i in self.caption_ids.tolist()]
-def _mnist_concepts(self) -> list[str]: return [self.taxonomy.concepts[i] for i in self.concept_ids.tolist()]
-def _mnist_caption_levels(self) -> torch.Tensor:
+@patch_to(AnimalMNIST, as_prop=True)
+def captions(self) -> list[str]: return [self.vocabulary[i] for i in self.caption_ids.tolist()]
+@patch_to(AnimalMNIST, as_prop=True)
+def concepts(self) -> list[str]: return [self.taxonomy.concepts[i] for i in self.concept_ids.tolist()]
+@patch_to(AnimalMNIST, as_prop=True)
+def caption_levels(self) -> torch.Tensor:
     "(N,) level of the concept each caption names (0 = root)."
     lv = torch.tensor([self.taxonomy.level(c) for c in self.taxonomy.concepts]); return lv[self.concept_ids]
-def _mnist_len(self) -> int: return len(self.labels)
-def _mnist_getitem(self, i: int):
+@patch_to(AnimalMNIST)
+def __len__(self) -> int: return len(self.labels)
+@patch_to(AnimalMNIST)
+def __getitem__(self, i: int):
     img = prepare_images(self.images[i:i + 1], self.image_format)[0]
     return img, self.vocabulary[int(self.caption_ids[i])], int(self.labels[i]), self.taxonomy.concepts[int(self.concept_ids[i])]
-def _mnist_class_counts(self) -> dict[str, int]:
+@patch_to(AnimalMNIST)
+def class_counts(self) -> dict[str, int]:
     "Images per class."
     return dict(zip(self.classes, torch.bincount(self.labels, minlength=len(self.classes)).tolist()))
-def _mnist_repr(self) -> str:
+@patch_to(AnimalMNIST)
+def __repr__(self) -> str:
     return f"AnimalMNIST(split={self.split!r}, n={len(self)}, image_format={self.image_format!r}, leaf_share={self.leaf_share})"
 
-_attach(AnimalMNIST, captions=property(_mnist_captions), concepts=property(_mnist_concepts),
-        caption_levels=property(_mnist_caption_levels), __len__=_mnist_len, __getitem__=_mnist_getitem,
-        class_counts=_mnist_class_counts, __repr__=_mnist_repr)
-
 # %% ../nbs/02_data.ipynb #14b86e53
-def _mnist_subset(self, idx: Sequence[int] | np.ndarray | torch.Tensor) -> "AnimalMNIST":
+@patch_to(AnimalMNIST)
+def subset(self, idx: Sequence[int] | np.ndarray | torch.Tensor) -> "AnimalMNIST":
     "A view-like copy with the items at positions `idx` (captions, fast paths and all kept)."
     idx = torch.as_tensor(np.asarray(idx, dtype=np.int64).reshape(-1))
     new = copy.copy(self)
@@ -534,7 +541,8 @@ def _mnist_subset(self, idx: Sequence[int] | np.ndarray | torch.Tensor) -> "Anim
     for k in ("images", "labels", "concept_ids", "caption_ids"): setattr(new, k, getattr(self, k)[idx])
     return new
 
-def _mnist_image_tensor(self, image_format: str | None = None, max_bytes: float = 2 * 2**30) -> torch.Tensor:
+@patch_to(AnimalMNIST)
+def image_tensor(self, image_format: str | None = None, max_bytes: float = 2 * 2**30) -> torch.Tensor:
     "The whole split as one float32 (N, C, S, S) tensor in [0, 1]; refuses more than `max_bytes` (use `batches`)."
     c, s = IMAGE_FORMATS[check_image_format(image_format or self.image_format)]
     need = len(self) * c * s * s * 4
@@ -542,10 +550,9 @@ def _mnist_image_tensor(self, image_format: str | None = None, max_bytes: float 
         raise ValueError(f"{len(self)} images as {c}x{s}x{s} float32 need {need / 2**30:.1f} GiB > max_bytes; use .batches()")
     return prepare_images(self.images, image_format or self.image_format)
 
-_attach(AnimalMNIST, subset=_mnist_subset, image_tensor=_mnist_image_tensor)
-
 # %% ../nbs/02_data.ipynb #4833c0f0
-def _mnist_batches(self, batch_size: int = 256, *, shuffle: bool = False, seed: int = 0, drop_last: bool = False,
+@patch_to(AnimalMNIST)
+def batches(self, batch_size: int = 256, *, shuffle: bool = False, seed: int = 0, drop_last: bool = False,
                    image_format: str | None = None) -> Iterator[dict]:
     "Vectorised batches: dicts with images (B,C,S,S), captions, caption_ids, labels, concepts, concept_ids, index."
     if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -558,8 +565,6 @@ def _mnist_batches(self, batch_size: int = 256, *, shuffle: bool = False, seed: 
                "captions": [self.vocabulary[i] for i in cid.tolist()], "caption_ids": cid,
                "labels": self.labels[b], "concept_ids": self.concept_ids[b],
                "concepts": [self.taxonomy.concepts[i] for i in self.concept_ids[b].tolist()], "index": b}
-
-_attach(AnimalMNIST, batches=_mnist_batches)
 
 # %% ../nbs/02_data.ipynb #640cffb3
 @dataclass

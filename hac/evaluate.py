@@ -11,7 +11,7 @@ __all__ = ['METRIC_KEYS', 'REPORT_KEYS', 'confusion_matrix', 'per_class_accuracy
            'model_curv', 'concept_radii', 'hierarchy_report', 'forget_scores', 'hub_correct', 'hub_score',
            'heldout_prompts', 'prompt_prototypes', 'related_prompts', 'prompt_leakage', 'canonical_metrics',
            'unlearning_scores', 'hierarchy_attachment', 'heldout_templates', 'probe_indices', 'prompt_radii',
-           'edges_ordered', 'level_radii', 'AnimalMNISTEval', 'state_fingerprint', 'stored_eval']
+           'edges_ordered', 'level_radii', 'AnimalMNISTEval', 'stored_eval']
 
 # %% ../nbs/05_evaluate.ipynb #46cdb0f8
 import copy
@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from scipy.stats import spearmanr
+from .core import Store, content_key, fingerprint, kernel_id, patch_to
 from .lorentz import dist0, half_aperture, oxy_angle, pairwise_dist, rowwise_dist
 
 # %% ../nbs/05_evaluate.ipynb #065d14f0
@@ -931,8 +932,9 @@ class AnimalMNISTEval:
         return {"hierarchy": level_radii(r, self.levels), "edges_ordered": edges_ordered(r, self.parent)}
 
 # %% ../nbs/05_evaluate.ipynb #996197e1
+@patch_to(AnimalMNISTEval)
 @torch.no_grad()
-def _probe(self: AnimalMNISTEval, model) -> dict:
+def probe(self, model) -> dict:
     "The row logged every `log_every` steps: probe_<metric>, radius_level<l> and edges_ordered (MERU)."
     pr = self._scores(model, *self.probe_set)
     row = {f"probe_{k}": v for k, v in pr.items() if k in METRIC_KEYS}
@@ -941,8 +943,9 @@ def _probe(self: AnimalMNISTEval, model) -> dict:
     if t: row["edges_ordered"] = t["edges_ordered"]
     return row
 
+@patch_to(AnimalMNISTEval)
 @torch.no_grad()
-def _full(self: AnimalMNISTEval, model) -> dict:
+def full(self, model) -> dict:
     "Test-split metrics (every METRIC_KEYS key), per-class top-1, and the hierarchy for MERU."
     x, y = self.test_set
     out = self._scores(model, x, y)
@@ -950,28 +953,15 @@ def _full(self: AnimalMNISTEval, model) -> dict:
     out["per_class"] = {k: correct[y == i].mean().item() for i, k in enumerate(self.classes) if (y == i).any()}
     return {**out, **self._tree(model)}
 
-AnimalMNISTEval.probe, AnimalMNISTEval.full = _probe, _full
-
 # %% ../nbs/05_evaluate.ipynb #798b20f0
-_EVAL_STORE: dict[str, dict] = {}
+_EVAL_STORE = Store("HAC_EVAL_CACHE", ".pkl", check=lambda v: isinstance(v, dict), copy_out=True)   # callers get copies
 
-def state_fingerprint(model: torch.nn.Module) -> str:
-    "Hash (hex) of every entry of the model's state dict (names, dtypes, shapes, bytes)."
-    h = hashlib.blake2b(digest_size=16)
-    for k, v in model.state_dict().items():
-        h.update(k.encode()); h.update(str(v.dtype).encode()); h.update(str(tuple(v.shape)).encode())
-        v = v.detach().cpu().contiguous().reshape(-1)   # flat: numpy views 0-d scalars only with the same itemsize
-        h.update((v.view(torch.int16) if v.dtype == torch.bfloat16 else v).numpy().view(np.uint8).data)
-    return h.hexdigest()
-
-def _eval_cache_key(self) -> str:
+@patch_to(AnimalMNISTEval)
+def cache_key(self) -> str:
     "Hash of what an AnimalMNISTEval computes on: probe and test images and labels, prompts, forget classes, taxonomy."
-    h = hashlib.blake2b(digest_size=16)
-    for t in (*self.probe_set, *self.test_set): h.update(t.contiguous().numpy().view(np.uint8).data)
-    h.update(json.dumps([list(self.classes), list(self.concepts), list(self.templates), self.parent.tolist(), list(self.forget),
-                         self.levels.tolist(), self.heldout], default=str).encode())
-    return h.hexdigest()
-AnimalMNISTEval.cache_key = _eval_cache_key
+    meta = json.dumps([list(self.classes), list(self.concepts), list(self.templates), self.parent.tolist(), list(self.forget),
+                       self.levels.tolist(), self.heldout], default=str)
+    return fingerprint({str(i): t for i, t in enumerate((*self.probe_set, *self.test_set))}, meta)
 
 def stored_eval(evaluator, # has .probe(model) / .full(model); with .cache_key() its results are stored
                 what: str, # "probe" or "full"
@@ -979,26 +969,6 @@ def stored_eval(evaluator, # has .probe(model) / .full(model); with .cache_key()
     "`getattr(evaluator, what)(model)`, computed once per (weights, evaluator, kernels) when the evaluator has a cache_key."
     if what not in ("probe", "full"): raise ValueError(f"what={what!r}: 'probe' or 'full'")
     if not hasattr(evaluator, "cache_key"): return getattr(evaluator, what)(model)
-    h = hashlib.blake2b(digest_size=20)
-    for part in (what, type(evaluator).__name__, evaluator.cache_key(), state_fingerprint(model), str(model.training),
-                 torch.__version__, torch.backends.cpu.get_cpu_capability(), os.environ.get("ATEN_CPU_CAPABILITY", ""),
-                 str(torch.get_num_threads())):
-        h.update(part.encode()); h.update(b"\x00")
-    key = h.hexdigest()
-    if key in _EVAL_STORE: return copy.deepcopy(_EVAL_STORE[key])
-    folder = os.environ.get("HAC_EVAL_CACHE")
-    f = Path(folder) / f"{key}.pkl" if folder else None
-    out = None
-    if f is not None and f.exists():
-        try: out = pickle.loads(f.read_bytes())
-        except Exception: out = None    # a damaged file is recomputed and replaced, never trusted
-        if not isinstance(out, dict): out = None
-    if out is None:
-        out = getattr(evaluator, what)(model)
-        if f is not None:
-            f.parent.mkdir(parents=True, exist_ok=True)
-            tmp = f.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(pickle.dumps(out)); os.replace(tmp, f)   # atomic
-    _EVAL_STORE[key] = copy.deepcopy(out)
-    return out
-
+    key = content_key(what, type(evaluator).__name__, evaluator.cache_key(), fingerprint(model.state_dict()),
+                      str(model.training), *kernel_id())
+    return _EVAL_STORE.get(key, lambda: getattr(evaluator, what)(model))

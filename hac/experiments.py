@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .config import TrainConfig, pretrain_config, unlearn_config
-from .reproduce import atomic_write_json, atomic_write_text, params_hash
+from .core import atomic_write_json, atomic_write_text, params_hash
 
 # %% auto #0
 __all__ = ['REACH_STATUSES', 'LR_RULES', 'UNIT_COLUMNS', 'PAIRINGS', 'cached_train', 'pretrain_job', 'unlearn_dir', 'unlearn_job',

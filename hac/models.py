@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from . import lorentz as L
+from .core import Store, content_key, fingerprint, kernel_id, patch_to, strict_from_dict
 # defined in hac.data, importable from here as before (one definition each)
 from .data import IMAGENET_MEAN, IMAGENET_STD, MERU_IMAGENET_TEMPLATES, default_cache_dir, foolbox_images
 
@@ -23,15 +24,6 @@ __all__ = ['VIT_ARCHS', 'PRETRAINED', 'LOG_MAX_LOGIT_SCALE', 'ModelConfig', 'tin
            'build_vit', 'CLIPTokenizer', 'TextTransformer', 'minilm_path', 'MiniLMText', 'encoder_fingerprint',
            'pooled_chunk', 'check_images', 'check_texts', 'ContrastiveModel', 'CLIP', 'MERU', 'build_model',
            'from_open_clip', 'OpenCLIP']
-
-# %% ../nbs/01_models.ipynb #f62c97e7
-def patch_to(cls, as_prop: bool = False):
-    "Decorator: add the function to `cls` as a method (or a read-only property); the module-level name is left as it was."
-    def add(f):
-        f.__qualname__ = f"{cls.__name__}.{f.__name__}"
-        setattr(cls, f.__name__, property(f) if as_prop else f)
-        return globals().get(f.__name__)
-    return add
 
 # %% ../nbs/01_models.ipynb #eaa9cad6
 @dataclass
@@ -68,7 +60,6 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         "Build from a dict (e.g. a checkpoint's `hac_config`); unknown keys raise a clear error."
-        from hac.config import strict_from_dict
         return strict_from_dict(cls, d)
 
 # %% ../nbs/01_models.ipynb #c007f7b7
@@ -336,51 +327,26 @@ def forward(self, texts: list[str]) -> torch.Tensor: # (B, 384) after ln_final
     return self.ln_final(feats)
 
 # %% ../nbs/01_models.ipynb #36ecac1f
-_TEXT_STORE: dict[str, torch.Tensor] = {}   # chunk key -> (n, width) float32 features, for the life of the process
+_TEXT_STORE = Store("HAC_TEXT_CACHE", ".pt")   # chunk key -> (n, width) float32 features: memory, and the folder when set
 
 def encoder_fingerprint(text: "MiniLMText") -> str:
     "Hash (hex) of the encoder's weights (names, dtypes, bytes) and tokenizer: equal hashes, equal features."
-    h = hashlib.blake2b(digest_size=16)
-    h.update(str(getattr(text.tokenizer, "name_or_path", "")).encode())
-    for k, v in text.encoder.state_dict().items():
-        h.update(k.encode()); h.update(str(v.dtype).encode()); h.update(str(tuple(v.shape)).encode())
-        v = v.detach().cpu().contiguous().reshape(-1)   # flat: numpy views 0-d scalars only with the same itemsize
-        h.update((v.view(torch.int16) if v.dtype == torch.bfloat16 else v).numpy().view(np.uint8).data)
-    return h.hexdigest()
+    return fingerprint(text.encoder.state_dict(), str(getattr(text.tokenizer, "name_or_path", "")))
 
 def _chunk_key(fp: str, texts: list[str], max_length: int) -> str:
     "Content key of one encoded chunk: everything its bits depend on."
-    h = hashlib.blake2b(digest_size=20)
-    for part in (fp, str(max_length), torch.__version__, torch.backends.cpu.get_cpu_capability(),
-                 os.environ.get("ATEN_CPU_CAPABILITY", ""), str(torch.get_num_threads())):
-        h.update(part.encode()); h.update(b"\x00")
-    h.update("\x1f".join(texts).encode())
-    return h.hexdigest()
+    return content_key(fp, str(max_length), *kernel_id(), "\x1f".join(texts))
 
 def pooled_chunk(text: "MiniLMText", # a frozen MiniLMText
                  texts: list[str], # one chunk, in order
                  fp: str | None = None, # encoder_fingerprint(text), if already computed
                 ) -> torch.Tensor: # (len(texts), width) float32 on the CPU
     "`text.pooled(texts)` through the process-wide store (and the `HAC_TEXT_CACHE` folder when set)."
-    key = _chunk_key(fp or encoder_fingerprint(text), list(texts), text.max_length)
-    if key in _TEXT_STORE: return _TEXT_STORE[key]
-    folder = os.environ.get("HAC_TEXT_CACHE")
-    f = Path(folder) / f"{key}.pt" if folder else None
-    out = None
-    if f is not None and f.exists():
-        try: out = torch.load(f, map_location="cpu", weights_only=True)
-        except Exception: out = None   # a damaged file is recomputed and replaced, never trusted
-        if out is not None and tuple(out.shape) != (len(texts), text.width): out = None
-    if out is None:
+    def encode():
         with torch.no_grad(), torch.autocast(text.ln_final.weight.device.type, enabled=False):
-            out = text.pooled(list(texts)).float().cpu()
-        if f is not None:
-            f.parent.mkdir(parents=True, exist_ok=True)
-            tmp = f.with_suffix(f".{os.getpid()}.tmp")
-            torch.save(out, tmp); os.replace(tmp, f)   # atomic: a reader sees the whole file or none
-    _TEXT_STORE[key] = out
-    return out
-
+            return text.pooled(list(texts)).float().cpu()
+    return _TEXT_STORE.get(_chunk_key(fp or encoder_fingerprint(text), list(texts), text.max_length), encode,
+                           check=lambda v: torch.is_tensor(v) and tuple(v.shape) == (len(texts), text.width))
 
 # %% ../nbs/01_models.ipynb #5d882a55
 LOG_MAX_LOGIT_SCALE = math.log(100.0)  # MERU clamps the logit scale at 100

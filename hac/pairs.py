@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from . import data as D
+from .core import patch_to
 from .data import Pairs, Taxonomy, _Source, load_taxonomy
 
 # %% ../nbs/02b_pairs.ipynb #0afe6d80
@@ -243,8 +244,9 @@ class AnimalMNISTBatches:
                    leaf_share=cfg.leaf_share, seed=cfg.seed, data_seed=cfg.data_seed)
 
 # %% ../nbs/02b_pairs.ipynb #2ebd2af3
+@patch_to(AnimalMNISTBatches)
 @torch.no_grad()
-def _forget_tables(self: AnimalMNISTBatches, forget):
+def _set_forget(self, forget):
     "Resolve `forget` into forget classes, forget-only and retained concepts, image pools and anchors."
     forget = [forget] if isinstance(forget, str) else list(forget)
     self.forget_classes = [self.classes.index(k) for k in D.forget_retain(self.train, forget).forget_classes] if forget else []
@@ -259,7 +261,6 @@ def _forget_tables(self: AnimalMNISTBatches, forget):
     self.anchor = torch.tensor([_nearest_kept_ancestor(self.taxonomy, k, gone) for k in self.classes])
     self.sub_parent = _sub_parent(self.parent, self.retain_concepts)
     return self
-AnimalMNISTBatches._set_forget = _forget_tables
 
 def _sub_parent(parent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     "Parent indices re-numbered within the kept concepts (parents outside `keep` become -1)."
@@ -267,10 +268,12 @@ def _sub_parent(parent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return torch.tensor([pos.get(int(parent[k]), -1) for k in keep.tolist()], dtype=torch.long)
 
 # %% ../nbs/02b_pairs.ipynb #e95349c5
-def _caption(self: AnimalMNISTBatches, concept: int, template: int) -> str:
+@patch_to(AnimalMNISTBatches)
+def _caption(self, concept: int, template: int) -> str:
     return self.vocabulary[concept * self.n_templates + template]
 
-def _draw_captions(self: AnimalMNISTBatches, labels: torch.Tensor, g: torch.Generator,
+@patch_to(AnimalMNISTBatches)
+def draw_captions(self, labels: torch.Tensor, g: torch.Generator,
                    allowed: torch.Tensor | None = None, # (K,) bool: concepts that may be named
                   ) -> tuple[torch.Tensor, list[str]]:
     "(concept ids (B,), captions) for images of classes `labels` (B,)."
@@ -285,15 +288,15 @@ def _draw_captions(self: AnimalMNISTBatches, labels: torch.Tensor, g: torch.Gene
     tpl = torch.randint(0, self.n_templates, (len(labels),), generator=g)
     return con, [self._caption(int(c), int(t)) for c, t in zip(con, tpl)]
 
-def _concept_captions(self: AnimalMNISTBatches, g: torch.Generator) -> list[str]:
+@patch_to(AnimalMNISTBatches)
+def concept_captions(self, g: torch.Generator) -> list[str]:
     "One caption per concept (random template): the apexes of the concept-to-parent term and of HAC's cones."
     tpl = torch.randint(0, self.n_templates, (len(self.concepts),), generator=g)
     return [self._caption(k, int(t)) for k, t in enumerate(tpl)]
 
-AnimalMNISTBatches._caption, AnimalMNISTBatches.draw_captions, AnimalMNISTBatches.concept_captions = _caption, _draw_captions, _concept_captions
-
 # %% ../nbs/02b_pairs.ipynb #708883eb
-def _draw(self: AnimalMNISTBatches, step: int, rank: int = 0, world: int = 1) -> dict:
+@patch_to(AnimalMNISTBatches)
+def draw(self, step: int, rank: int = 0, world: int = 1) -> dict:
     "The batch of `step`: global ids and captions, this process's images (see `hac.train.train`)."
     g = step_generator(self.seed, step)
     pool = self.retain_idx if self.method != "pretrain" else torch.arange(len(self.labels))
@@ -323,11 +326,10 @@ def _draw(self: AnimalMNISTBatches, step: int, rank: int = 0, world: int = 1) ->
         b["cap_alt"] = [self._caption(int(c), int(t)) for c, t in zip(b["con_alt"], tpl)][sf]
     return b
 
-def _images_at(self: AnimalMNISTBatches, idx: torch.Tensor) -> torch.Tensor:
+@patch_to(AnimalMNISTBatches)
+def images_at(self, idx: torch.Tensor) -> torch.Tensor:
     "Float (B, 1, 28, 28) pixels in [0, 1]."
     return D.prepare_images(self.images[idx], self.train.image_format)
-
-AnimalMNISTBatches.draw, AnimalMNISTBatches.images_at = _draw, _images_at
 
 # %% ../nbs/02b_pairs.ipynb #dfe110e1
 class _RealTables:

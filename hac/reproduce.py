@@ -23,75 +23,14 @@ from pathlib import Path
 
 import yaml
 
+from .core import atomic_file, atomic_write_json, atomic_write_text, git_commit, params_hash, repo_root
+
 # %% auto #0
-__all__ = ['PROFILES', 'K_SPREAD', 'TOLERANCES', 'Z95', 'OUTSIDE_SHARE', 'K_FAR', 'repo_root', 'atomic_file', 'atomic_write_text',
-           'atomic_write_json', 'atomic_save', 'git_commit', 'params_hash', 'Experiment', 'load_manifest',
-           'profile_params', 'check_parameters', 'ReproduceError', 'run_dir_for', 'run_experiment',
-           'declared_artifacts', 'undeclared_files', 'prune_figures', 'reproduce', 'column_kinds', 'seed_se',
-           'interval_se', 'tolerance', 'compare_tables', 'compare_claims', 'check_reproduction', 'reference_from_git',
-           'check_counts', 'check_failed', 'format_check', 'run_check', 'add_parser']
-
-# %% ../nbs/08_reproduce.ipynb #2183ef94
-def repo_root() -> Path:
-    "The repository root (the folder holding `settings.ini`), found from the package location."
-    here = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
-    for p in [here, *here.parents]:
-        if (p / "settings.ini").exists() and (p / "nbs").is_dir():
-            return p
-    raise FileNotFoundError(f"hac.reproduce: no repository root (settings.ini + nbs/) above {here}; "
-                            "run from a checkout of the hac repository (git clone ...; make reproduce)")
-
-# %% ../nbs/08_reproduce.ipynb #31d1ebeb
-@contextmanager
-def atomic_file(path: str | os.PathLike, # final file name; its folder is created
-                mode: str = "w", # "w" (text) or "wb" (bytes)
-                suffix: str = ".tmp"): # suffix of the temporary name (".part" for downloads)
-    "Context manager yielding a file object that replaces `path` atomically when the block ends without error."
-    if mode not in ("w", "wb"): raise ValueError(f"atomic_file: mode must be 'w' or 'wb', got {mode!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    "Write `text` to `path` atomically (temporary file in the same folder, then rename)."
-    with atomic_file(path, "w") as f: f.write(text)
-    return Path(path)
-
-def atomic_write_json(path: str | os.PathLike, obj) -> Path:
-    "Write `obj` as indented JSON, atomically."
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-def atomic_save(obj, path: str | os.PathLike) -> Path:
-    "`torch.save(obj)` to `path` atomically (checkpoints: a crash never leaves a truncated file under the final name)."
-    import torch
-    with atomic_file(path, "wb") as f: torch.save(obj, f)
-    return Path(path)
-
-# %% ../nbs/08_reproduce.ipynb #41f6db24
-def git_commit(root: str | os.PathLike | None = None, # a folder inside the checkout; default: the repository root
-              ) -> str: # "<40-hex sha>", "<sha>+dirty", or "unknown"
-    "The current git commit of the checkout (with `+dirty` if it has changes), or 'unknown'."
-    try:
-        root = Path(root) if root is not None else repo_root()
-        run = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, timeout=10)
-        r = run("rev-parse", "HEAD")
-        if r.returncode != 0 or not r.stdout.strip(): return "unknown"
-        dirty = run("status", "--porcelain").stdout.strip()
-        return r.stdout.strip() + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-def params_hash(params: dict) -> str:
-    "Stable short hash of a parameter dict (the cache key of a run)."
-    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:12]
+__all__ = ['PROFILES', 'K_SPREAD', 'TOLERANCES', 'Z95', 'OUTSIDE_SHARE', 'K_FAR', 'Experiment', 'load_manifest', 'profile_params',
+           'check_parameters', 'ReproduceError', 'run_dir_for', 'run_experiment', 'declared_artifacts',
+           'undeclared_files', 'prune_figures', 'reproduce', 'column_kinds', 'seed_se', 'interval_se', 'tolerance',
+           'compare_tables', 'compare_claims', 'check_reproduction', 'reference_from_git', 'check_counts',
+           'check_failed', 'format_check', 'run_check', 'add_parser']
 
 # %% ../nbs/08_reproduce.ipynb #eed0750d
 @dataclass

@@ -30,8 +30,8 @@ from . import data as D
 from . import evaluate as EV
 from . import losses as LS
 from . import methods as M
-from .config import TrainConfig, pretrain_config, unlearn_config, write_json
-from .reproduce import atomic_file, atomic_save, git_commit
+from .config import TrainConfig, pretrain_config, unlearn_config
+from .core import atomic_file, atomic_save, atomic_write_json, git_commit
 from .models import build_model, save_checkpoint, tiny_config
 from .pairs import AnimalMNISTBatches, batches
 
@@ -224,7 +224,7 @@ def seed_everything(seed: int):
 def write_history(out_dir, history: list[dict]):
     "history.json and history.csv (one row per logged step), atomically."
     out_dir = Path(out_dir)
-    write_json(out_dir / "history.json", history)
+    atomic_write_json(out_dir / "history.json", history)
     keys = list(dict.fromkeys(k for row in history for k in row))
     with atomic_file(out_dir / "history.csv", "w") as f:
         w = csv.DictWriter(f, fieldnames=keys); w.writeheader(); w.writerows(history)
@@ -302,7 +302,7 @@ def _setup(cfg: TrainConfig, data, evaluator, model, sources: dict | None):
     start, run.history, run.metrics = _resume(cfg, out / "checkpoint.pt" if out else None, model, opt, sched, device, rank)
     if out and rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", {**cfg.to_dict(), "hac_version": hac.__version__, "world_size": world,
+        atomic_write_json(out / "config.json", {**cfg.to_dict(), "hac_version": hac.__version__, "world_size": world,
                                          "git_commit": git_commit(), "architecture": architecture(model),
                                          **({"sources": sources} if sources else {})})
     return run, opt, sched, objective, groups, start
@@ -336,7 +336,7 @@ def _finish(run: _Run, train_time: float):
     if not run.cfg.out_dir: return
     out = Path(run.cfg.out_dir)
     if run.cfg.save_model: save_checkpoint(run.model, out / "model.pt", train_config=run.cfg.to_dict())
-    write_json(out / "metrics.json", run.metrics)
+    atomic_write_json(out / "metrics.json", run.metrics)
     write_history(out, run.history)
     # the resumable checkpoint (model + optimizer, ~2x model.pt) is moot once the run is complete
     if not run.cfg.keep_checkpoint and (out / "checkpoint.pt").exists(): (out / "checkpoint.pt").unlink()

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 from matplotlib.lines import Line2D
 from matplotlib.collections import LineCollection
 import seaborn as sns
+from .core import atomic_file
 from .data import ANIMAL_MNIST_CLASSES
 from .hyptsne import tsne, tangent_features, hyperbolic_tsne, cosne
 
@@ -78,8 +79,7 @@ def save_figure(
     formats=("png", "pdf"),  # files to write
     dpi=300,            # raster resolution of the PNG
 ):
-    "Write fig as path_stem.png and .pdf atomically (`hac.reproduce.atomic_file`), byte-identical across runs; returns the paths."
-    from hac.reproduce import atomic_file
+    "Write fig as path_stem.png and .pdf atomically (`hac.core.atomic_file`), byte-identical across runs; returns the paths."
     stem = Path(path_stem)
     if stem.suffix in (".png", ".pdf"):
         raise ValueError(f"pass the path without suffix (got {stem}); save_figure adds {formats}")

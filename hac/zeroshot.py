@@ -21,7 +21,7 @@ from torchvision import datasets
 from torchvision import transforms as T
 
 import hac
-from .config import write_json
+from .core import atomic_write_json, patch_to
 from .data import TEMPLATE_SETS
 from .evaluate import canonical_metrics, confusion_matrix, forget_retain_accuracy, per_class_accuracy
 from .models import PRETRAINED, from_open_clip, from_pretrained, load_checkpoint
@@ -424,7 +424,8 @@ def _probe_subset(ds: ZeroShotFolder, is_f: torch.Tensor, probe_size: int, seed:
     sub.classnames = ds.classnames
     return sub
 
-def _bind(self: FolderEval, model) -> FolderEval:
+@patch_to(FolderEval)
+def bind(self, model) -> FolderEval:
     "Templates, folder and probe for `model` (raises on a format mismatch or an empty forget split)."
     self.template_name, self.tlist = load_templates(self.templates_spec, model)
     ds = self.ds = ZeroShotFolder(self.root, model, self.names)
@@ -439,26 +440,26 @@ def _bind(self: FolderEval, model) -> FolderEval:
     self.probe_ds = _probe_subset(ds, is_f, self.probe_size, self.seed)
     return self
 
-FolderEval.bind = _bind
-
 # %% ../nbs/05a_zeroshot.ipynb #928e211b
-def _run(self: FolderEval, model, ds, progress=False) -> dict:
+@patch_to(FolderEval)
+def _run(self, model, ds, progress=False) -> dict:
     if self.ds is None: self.bind(model)
     return zero_shot_folder(model, ds, self.tlist, forget=self.forget_ids, batch_size=self.batch_size,
                             num_workers=self.num_workers, amp=self.amp, progress=progress)
 
-def _folder_probe(self: FolderEval, model) -> dict:
+@patch_to(FolderEval)
+def probe(self, model) -> dict:
     "probe_acc, probe_forget_acc, probe_retain_acc on the fixed probe images."
     if self.ds is None: self.bind(model)
     rep = self._run(model, self.probe_ds)
     return {"probe_acc": rep["acc"], "probe_forget_acc": rep["forget_acc"], "probe_retain_acc": rep["retain_acc"]}
 
-def _folder_full(self: FolderEval, model) -> dict:
+@patch_to(FolderEval)
+def full(self, model) -> dict:
     "The `zero_shot_folder` report of the whole folder (acc, forget_acc, retain_acc: the loop's names, and acc5, ...)."
     if self.ds is None: self.bind(model)
     return {**self._run(model, self.ds, self.progress), "forget_classes": list(self.forget_ids),
             "templates": self.template_name, "n_templates": len(self.tlist)}
-FolderEval._run, FolderEval.probe, FolderEval.full = _run, _folder_probe, _folder_full
 
 # %% ../nbs/05a_zeroshot.ipynb #e5a00030
 def _run_meta(model, mdl, ev: FolderEval, *, eval_images, cname, forget, dev, amp, batch_size, workers) -> dict:
@@ -506,7 +507,7 @@ def evaluate_folder(model: str | torch.nn.Module, # a model spec (see resolve_mo
                      batch_size=batch_size, workers=workers)
     rep = _json_safe({**meta, **rep})
     if out_dir is not None:
-        write_json(Path(out_dir) / "metrics.json", rep)
+        atomic_write_json(Path(out_dir) / "metrics.json", rep)
         rep["out_dir"] = str(out_dir)
     return rep
 

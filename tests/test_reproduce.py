@@ -96,7 +96,7 @@ def test_real_manifest_notebooks_have_one_parameters_cell():
 
 def test_atomic_writers_leave_old_file_on_crash(tmp_path, monkeypatch):
     import torch
-    from hac.reproduce import atomic_file, atomic_save, atomic_write_json
+    from hac.core import atomic_file, atomic_save, atomic_write_json
     p = atomic_write_json(tmp_path / "m.json", {"a": 1})
     with pytest.raises(RuntimeError):
         with atomic_file(p) as f:
@@ -116,7 +116,7 @@ def test_atomic_writers_leave_old_file_on_crash(tmp_path, monkeypatch):
 def test_git_commit(tmp_path):
     import re
     import subprocess
-    from hac.reproduce import git_commit
+    from hac.core import git_commit
     assert git_commit(tmp_path) == "unknown"                       # not a checkout
     assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", git_commit())    # this checkout
     run = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)

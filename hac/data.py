@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
+from .concepts import resolve_forget
 from .core import atomic_file, patch_to
 
 # %% ../nbs/02_data.ipynb #ee482b03
@@ -581,20 +582,6 @@ class ForgetRetain:
         return (f"ForgetRetain(concepts={list(self.concepts)}: forget {len(self.forget_idx)} images of {list(self.forget_classes)}, "
                 f"retain {len(self.retain_idx)} images of {len(self.retain_classes)} classes)")
 
-def _resolve_concepts(concepts, classes, taxonomy) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    concepts = (concepts,) if isinstance(concepts, str) else tuple(dict.fromkeys(concepts))
-    if not concepts: raise ValueError("concepts is empty: name at least one concept to forget")
-    valid = list(classes) + [c for c in (taxonomy.concepts if taxonomy else ()) if c not in classes and set(taxonomy.leaves_under(c)) & set(classes)]
-    out = set()
-    for c in concepts:
-        if c in classes: out.add(c)
-        elif taxonomy is not None and c in taxonomy and set(taxonomy.leaves_under(c)) & set(classes):
-            out |= set(taxonomy.leaves_under(c)) & set(classes)
-        else:
-            owner = [n for n in (taxonomy.concepts if taxonomy else ()) if isinstance(c, str) and c.lower() in taxonomy.terms(n)[1:]]
-            hint = f" ('{c}' is a synonym or plural of {owner[0]!r})" if owner else ""
-            raise ValueError(f"unknown concept {c!r}{hint}; valid names: {', '.join(valid)}")
-    return concepts, tuple(k for k in classes if k in out)
 
 # %% ../nbs/02_data.ipynb #87c29699
 def forget_retain(data, # AnimalMNIST, a split name ('train'/'val'/'test'/'all'), or a dataset with .labels and .classes
@@ -608,7 +595,8 @@ def forget_retain(data, # AnimalMNIST, a split name ('train'/'val'/'test'/'all')
         raise TypeError(f"forget_retain needs a dataset with .labels and .classes (e.g. AnimalMNIST), got {type(data).__name__}")
     taxonomy = taxonomy or getattr(data, "taxonomy", None) or load_taxonomy()
     classes = tuple(data.classes)
-    concepts, fclasses = _resolve_concepts(concepts, classes, taxonomy)
+    fs = resolve_forget(concepts, taxonomy, classes)
+    concepts, fclasses = fs.names, fs.class_names
     labels = np.asarray(torch.as_tensor(data.labels)).astype(np.int64)
     fl = np.array([classes.index(k) for k in fclasses])
     mask = np.isin(labels, fl)

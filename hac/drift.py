@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from scipy.stats import rankdata, wilcoxon
+from .concepts import resolve_forget
 from .evaluate import _as_labels, encode_images, model_curv
 from .lorentz import dist0, pairwise_dist, rowwise_dist
 
@@ -37,19 +38,9 @@ def forget_classes(
     taxonomy,    # hac.data.Taxonomy
     classes,     # C class names (label order), each a leaf of `taxonomy`
 ):
-    "Sorted forget class indices; errors name what is wrong."
-    classes = _check_classes(taxonomy, classes)
-    out = set()
-    for f in ([forget] if isinstance(forget, str) else forget):
-        if isinstance(f, str):
-            under = _leaves(taxonomy, taxonomy.check(f), classes)
-            if not under: raise ValueError(f"concept {f!r} covers none of the classes")
-            out.update(classes.index(l) for l in under)
-        else:
-            if not 0 <= int(f) < len(classes): raise ValueError(f"forget class {int(f)} is not an index in [0, {len(classes)})")
-            out.add(int(f))
-    if not out: raise ValueError("forget is empty: name at least one forgotten class or concept")
-    return sorted(out)
+    "Sorted forget class indices (`hac.concepts.resolve_forget`); errors name what is wrong."
+    return list(resolve_forget(forget, taxonomy, _check_classes(taxonomy, classes)).class_ids)
+
 
 # %% ../nbs/05c_drift.ipynb #845e3f91
 def class_groups(

@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from scipy.stats import spearmanr
+from .concepts import resolve_forget
 from .core import Store, content_key, fingerprint, kernel_id, patch_to
 from .lorentz import dist0, half_aperture, oxy_angle, pairwise_dist, rowwise_dist
 
@@ -815,10 +816,6 @@ def unlearning_scores(
     return out
 
 # %% ../nbs/05_evaluate.ipynb #bb657429
-def _gone_concepts(taxonomy, concepts, class_names, forget):
-    "Concepts true only of forget classes: every class under them (a class covers itself) is forgotten."
-    return {c for c in concepts if all(class_names.index(l) in forget for l in taxonomy.leaves_under(c) or (c,))}
-
 def _attachments(S, ys, concepts, gone, taxonomy, class_names):
     "Per forget image (row of S, class ys[i]): kind of its best concept, rank and index of its nearest retained ancestor."
     best, kinds, ranks, anc_idx = S.argmax(1), [], [], []
@@ -852,7 +849,7 @@ def hierarchy_attachment(
     keep = fm[labels]
     if not keep.any(): raise ValueError("hierarchy_attachment: no image of a forget class among the images")
     concepts = list(taxonomy.concepts)
-    gone = _gone_concepts(taxonomy, concepts, class_names, forget)
+    gone = {concepts[k] for k in resolve_forget(list(forget), taxonomy, class_names).gone}
     P = model.class_prototypes(concepts, list(templates)).float()
     feats = encode_images(model, images[keep]) if image_feats is None else torch.as_tensor(image_feats)[keep].float()
     S = model.similarity(feats.to(P.device), P).float().cpu()

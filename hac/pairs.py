@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from . import data as D
+from .concepts import resolve_forget
 from .core import patch_to
 from .data import Pairs, Taxonomy, _Source, load_taxonomy
 
@@ -128,13 +129,9 @@ def open_pairs(spec: str | Path, image_format: str = "full", template_set: str =
 class ForgetSpec:
     "What to forget, resolved against a taxonomy."
     names: tuple          # the forget concepts as requested (taxonomy nodes)
-    gone: tuple           # concept indices that are forget-only: the forget nodes and all nodes below them
+    gone: tuple           # concept indices that are forget-only (hac.concepts.resolve_forget, open world: the forget nodes and all nodes below them)
     anchor: dict          # concept index of each forget node -> index of its nearest retained ancestor (-1: none)
     matchers: dict        # name -> (subreddits, regex) for caption matching (see hac.data._concept_matchers)
-
-def _nearest_kept_ancestor(tx: Taxonomy, c: str, gone: set) -> int:
-    "Index of the nearest ancestor of `c` whose index is not in `gone` (-1: none): where HAC re-anchors `c`'s images."
-    return next((tx.index(a) for a in tx.ancestors(c) if tx.index(a) not in gone), -1)
 
 def forget_concepts(forget: Sequence[str], # taxonomy nodes to forget
                     taxonomy: Taxonomy | None = None,
@@ -142,17 +139,15 @@ def forget_concepts(forget: Sequence[str], # taxonomy nodes to forget
                     subreddits: dict | None = None) -> ForgetSpec: # node -> subreddits whose pairs are forgotten
     "Resolve forget concepts: forget-only concept ids, anchors, caption matchers."
     tx = taxonomy or load_taxonomy()
-    forget = [forget] if isinstance(forget, str) else list(dict.fromkeys(forget))
-    if not forget: raise ValueError("the forget set is empty: name at least one concept to forget")
+    fs = resolve_forget(forget, tx)   # open-ended captions: the forget nodes and their descendants are gone
+    forget = list(fs.names)
     for extra in (keywords or {}), (subreddits or {}):
         for k in extra:
             if k not in forget: raise ValueError(f"keywords/subreddits given for {k!r}, which is not a forget concept {forget}")
-    for c in forget: tx.check(c)   # unknown names raise with the valid ones
-    gone = sorted({tx.index(n) for c in forget for n in (c,) + tx.descendants(c)})
-    anchor = {tx.index(c): _nearest_kept_ancestor(tx, c, set(gone)) for c in forget}
+    anchor = {tx.index(c): fs.anchor[tx.index(c)] for c in forget}
     specs = {c: {"keywords": sorted({t for n in (c,) + tx.descendants(c) for t in tx.terms(n)} | set((keywords or {}).get(c, ()))),
                  **({"subreddits": list(subreddits[c])} if subreddits and c in subreddits else {})} for c in forget}
-    return ForgetSpec(tuple(forget), tuple(gone), anchor, D._concept_matchers(specs))
+    return ForgetSpec(fs.names, fs.gone, anchor, D._concept_matchers(specs))
 
 # %% ../nbs/02b_pairs.ipynb #48f57bf1
 @dataclass
@@ -250,15 +245,15 @@ def _set_forget(self, forget):
     "Resolve `forget` into forget classes, forget-only and retained concepts, image pools and anchors."
     forget = [forget] if isinstance(forget, str) else list(forget)
     self.forget_classes = [self.classes.index(k) for k in D.forget_retain(self.train, forget).forget_classes] if forget else []
+    fs = resolve_forget(forget, self.taxonomy, self.classes) if forget else None   # closed world: gone = covered only by forget classes
     fc = torch.zeros(len(self.classes), dtype=torch.bool); fc[self.forget_classes] = True
-    true_of = self.truth.T  # (K, C): a concept is forget-only when every class it is true of is forgotten
-    self.forget_concepts = torch.nonzero((true_of & ~fc).sum(1) == 0).flatten() if forget else torch.zeros(0, dtype=torch.long)
+    self.forget_concepts = torch.tensor(fs.gone, dtype=torch.long) if fs else torch.zeros(0, dtype=torch.long)
     self.forget_idx = torch.nonzero(fc[self.labels]).flatten()
     self.retain_idx = torch.nonzero(~fc[self.labels]).flatten()
     self.retain_classes = [i for i in range(len(self.classes)) if i not in self.forget_classes]
     self.retain_concepts = kept_concepts(len(self.concepts), self.forget_concepts)
-    gone = set(self.forget_concepts.tolist())
-    self.anchor = torch.tensor([_nearest_kept_ancestor(self.taxonomy, k, gone) for k in self.classes])
+    # each class's nearest ancestor that is not gone (with nothing forgotten: its parent)
+    self.anchor = torch.tensor([fs.anchor[int(l)] for l in self.leaf]) if fs else self.parent[self.leaf].clone()
     self.sub_parent = _sub_parent(self.parent, self.retain_concepts)
     return self
 

@@ -328,7 +328,7 @@ def test_forget_retain_errors(train):
     no_dogs = train.subset(np.flatnonzero(train.labels.numpy() != train.classes.index("dog")))
     with pytest.raises(ValueError, match="forget set is empty"):
         D.forget_retain(no_dogs, ["dog"])
-    with pytest.raises(ValueError, match="concepts is empty"):
+    with pytest.raises(ValueError, match="forget set is empty"):
         D.forget_retain(train, [])
     with pytest.raises(TypeError, match=".labels and .classes"):
         D.forget_retain([1, 2, 3], ["dog"])

@@ -279,7 +279,7 @@ def test_model_errors(world):
     keep = torch.isin(y, torch.tensor([CLASSES.index(k) for k in ("dog", "bird", "cow")]))
     with pytest.raises(ValueError, match=r"empty group\(s\) \['sibling'\]"):
         dr.drift_table(m, m, x[keep], y[keep], TAX, CLASSES, TPL, [DOG])
-    with pytest.raises(ValueError, match="forget is empty"):
+    with pytest.raises(ValueError, match="forget set is empty"):
         dr.drift_table(m, m, x, y, TAX, CLASSES, TPL, [])
     e = dr.embed_anchors(m, x, TAX, CLASSES, TPL)
     with pytest.raises(ValueError, match="outside"):

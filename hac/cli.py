@@ -179,7 +179,9 @@ def _pct(x): return "  n/a " if x is None or x != x else f"{100 * x:5.1f}%"
 def format_report(cfg: TrainConfig, metrics: dict) -> str:
     "A small before/after table of a finished run."
     b, a = metrics.get("before", {}), metrics.get("after", {})
-    head = f"{cfg.method} ({cfg.steps} steps, {metrics.get('train_time_s', float('nan')):.1f} s)"
+    sl = metrics.get("slug")   # SLUG: one update of one layer instead of cfg.steps steps
+    what = f"1 update of {sl['layer']}, {sl['probe_evals']} probe evaluations" if sl else f"{cfg.steps} steps"
+    head = f"{cfg.method} ({what}, {metrics.get('train_time_s', float('nan')):.1f} s)"
     if cfg.forget: head += f", forget {', '.join(cfg.forget)}"
     rows = [("test acc", "acc")] + ([("forget acc", "forget_acc"), ("retain acc", "retain_acc")] if cfg.forget else [])
     lines = [head, f"{'':12s} {'before':>7s} {'after':>7s}"]
@@ -327,7 +329,7 @@ def _add_real_data(p):
 # %% ../nbs/07_cli.ipynb #f100000b
 def add_unlearn(sub):
     d, b = command_defaults("unlearn"), UNLEARN_DEFAULTS
-    p = sub.add_parser("unlearn", help="unlearn concepts from a model (ac, hac, finetune, neggrad, cliperase, delete, diet)",
+    p = sub.add_parser("unlearn", help="unlearn concepts from a model (ac, hac, finetune, neggrad, cliperase, delete, diet, salun, slug)",
                        description="Unlearn concepts from a model. Without run options: the claims protocol's main budget "
                                    f"(configs/default.yaml, protocol): constant lr {b['lr']} after {b['warmup']} linear warmup steps, "
                                    f"{b['steps']} steps of {b['batch_size']} retain + {b['forget_batch']} forget pairs, "
@@ -337,8 +339,8 @@ def add_unlearn(sub):
                         "or open_clip:ARCH@PRETRAINED")
     p.add_argument("--forget", nargs="+", required=True, help=f"concepts to forget (taxonomy nodes: {_concept_help()})")
     p.add_argument("--method", choices=[m for m in METHODS if m not in ("pretrain", "retrain")], default="hac",
-                   help="unlearning method; cliperase, delete, diet: hac.methods, their constants through --set "
-                        "(e.g. --set cliperase_fm=3 diet_margin=1)")
+                   help="unlearning method; cliperase, delete, diet, salun, slug: hac.methods, their constants "
+                        "through --set (e.g. --set cliperase_fm=3 diet_margin=1 salun_sparsity=0.5 slug_target=0.1)")
     for w, h in (("alpha", "L_neg weight"), ("beta", "L_pos weight"), ("ent", "HAC L_ec weight"), ("norm", "HAC L_nr weight")):
         p.add_argument(f"--{w}", type=float, help=f"{h} (default: {d[w]})")
     p.add_argument("--forget-batch", type=int, dest="forget_batch",

@@ -45,8 +45,9 @@ def _check_method_needs(cfg):
         _bad(f"method {cfg.method!r} needs the concepts to forget: set forget, e.g. ['dog']")
 
 # %% ../nbs/04a_config.ipynb #a4333739
-_POSITIVE_INTS = ("steps", "batch_size", "forget_batch", "log_every", "probe_size")   # ints >= 1, not bools
-_COUNTS = ("warmup", "ckpt_every", "threads", "test_size")                            # ints >= 0 (0: off / all)
+_POSITIVE_INTS = ("steps", "batch_size", "forget_batch", "log_every", "probe_size", "salun_mask_batches",
+                  "slug_batches")   # ints >= 1, not bools
+_COUNTS = ("warmup", "ckpt_every", "threads", "test_size", "slug_bisect")             # ints >= 0 (0: off / all / none)
 
 def _check_ints(cfg):
     "The fields of _POSITIVE_INTS are ints >= 1 (not bools), those of _COUNTS ints >= 0."
@@ -61,13 +62,15 @@ def _check_ints(cfg):
 _NON_NEGATIVE = ("entail_weight", "parent_weight", "alpha", "beta", "ent", "norm", "retain_weight", "ascent_weight",
                  "weight_decay", "grad_clip", "margin", "cliperase_fm", "cliperase_cm", "diet_hyp", "diet_ot", "diet_rep",
                  "diet_margin")
-_POSITIVE = ("diet_sinkhorn_eps", "diet_clip_r")
+_POSITIVE = ("diet_sinkhorn_eps", "diet_clip_r", "slug_max_rel")
 
 def _check_ranges(cfg):
-    "lr > 0, min_lr_ratio and leaf_share in [0, 1], _NON_NEGATIVE >= 0, _POSITIVE > 0, diet_proto_eps in (0, BALL_MARGIN) (NaN fails every rule)."
+    "lr > 0, min_lr_ratio, leaf_share and slug_target in [0, 1], salun_sparsity in [0, 1), _NON_NEGATIVE >= 0, _POSITIVE > 0, diet_proto_eps in (0, BALL_MARGIN) (NaN fails every rule)."
     if not cfg.lr > 0: _bad(f"lr must be > 0, got {cfg.lr}")
     if not 0 <= cfg.min_lr_ratio <= 1: _bad(f"min_lr_ratio must be in [0, 1], got {cfg.min_lr_ratio}")
     if not 0 <= cfg.leaf_share <= 1: _bad(f"leaf_share must be in [0, 1], got {cfg.leaf_share}")
+    if not 0 <= cfg.salun_sparsity < 1: _bad(f"salun_sparsity must be in [0, 1), got {cfg.salun_sparsity}")
+    if not 0 <= cfg.slug_target <= 1: _bad(f"slug_target must be in [0, 1], got {cfg.slug_target}")
     for f in _NON_NEGATIVE:
         if not getattr(cfg, f) >= 0: _bad(f"{f} must be >= 0, got {getattr(cfg, f)}")
     for f in _POSITIVE:
@@ -79,7 +82,7 @@ def _check_ranges(cfg):
 @dataclass
 class TrainConfig:
     "Everything one training run needs (see the field comments); `hac.train.train(cfg)` runs it."
-    method: str = "pretrain"          # pretrain | retrain | finetune | neggrad | ac | hac | cliperase | delete | diet
+    method: str = "pretrain"          # pretrain | retrain | finetune | neggrad | ac | hac | cliperase | delete | diet | salun | slug
     model: str = "meru"               # architecture kind for runs from scratch: "meru" | "clip"
     model_path: str | None = None     # checkpoint to start from (required by the unlearning methods)
     model_overrides: dict = field(default_factory=dict)  # ModelConfig fields for runs from scratch
@@ -124,6 +127,12 @@ class TrainConfig:
     diet_sinkhorn_eps: float = 0.5    # DIET Sinkhorn entropic regularization (DIET, AAAI 2026: 0.5)
     diet_proto_eps: float = 1e-3      # DIET prototypes at radius 1 - eps, < hac.methods.BALL_MARGIN (ours: the paper's are ideal points)
     diet_clip_r: float = 1.0          # DIET on CLIP: feature clipping radius before exp0 (clipping of Guo et al., CVPR 2022; ours: 1)
+    salun_sparsity: float = 0.5       # SalUn share of trainable weight entries outside the saliency mask (Fan et al., ICLR 2024: 0.5)
+    salun_mask_batches: int = 4       # SalUn forget batches whose summed true-class CE gradient is the saliency, at the start (ours)
+    slug_target: float = 0.1          # SLUG validation-probe forget accuracy the step search aims at (ours: 0.1, chance for 10 classes)
+    slug_bisect: int = 10             # SLUG bisection steps after the first try at slug_max_rel (SLUG, ICML 2025: about 10 evaluations)
+    slug_max_rel: float = 1.0         # SLUG largest step relative to the layer, |s g_f| <= slug_max_rel |theta_l| (ours)
+    slug_batches: int = 4             # SLUG batches of its one gradient pass (forget_batch forget + batch_size retain pairs each; ours)
     # run
     seed: int = 0                     # seed (model init, batches, captions)
     data_seed: int = 0                # train/val/test split seed of Animal-MNIST
@@ -155,7 +164,9 @@ def unlearning(self) -> bool:
 
 METHOD_FIELDS = {"cliperase": ("cliperase_fm", "cliperase_cm"),
                  "diet": ("diet_hyp", "diet_ot", "diet_rep", "diet_margin", "diet_sinkhorn_eps", "diet_proto_eps",
-                          "diet_clip_r")}   # fields read by one benchmark method only
+                          "diet_clip_r"),
+                 "salun": ("salun_sparsity", "salun_mask_batches"),
+                 "slug": ("slug_target", "slug_bisect", "slug_max_rel", "slug_batches")}   # fields read by one benchmark method only
 
 @patch_to(TrainConfig)
 def to_dict(self) -> dict:
@@ -208,7 +219,7 @@ def pretrain_config(model: str = "meru", # "meru" or "clip"
     if model not in PRETRAIN_RECIPES: raise ValueError(f"model must be one of {list(PRETRAIN_RECIPES)}, got {model!r}")
     return TrainConfig(**{**dict(method="pretrain", model=model), **PRETRAIN_RECIPES[model], **overrides})
 
-def unlearn_config(method: str, # finetune | neggrad | ac | hac | cliperase | delete | diet | retrain
+def unlearn_config(method: str, # finetune | neggrad | ac | hac | cliperase | delete | diet | salun | slug | retrain
                    model_path: str | None, # the pretrained checkpoint (None for retrain)
                    forget, # concepts to forget
                    **overrides) -> TrainConfig:

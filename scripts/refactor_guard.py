@@ -41,7 +41,7 @@ def record(out: Path):
         pre = root / f"pre_{kind}"
         train(pretrain_config(kind, steps=12, batch_size=32, warmup=2, log_every=6, out_dir=str(pre), **small))
         runs = {f"pretrain_{kind}": pre}
-        for m in ("finetune", "neggrad", "ac", "hac", "cliperase", "delete", "diet"):
+        for m in ("finetune", "neggrad", "ac", "hac", "cliperase", "delete", "diet", "salun", "slug"):
             if m == "hac" and kind == "clip": continue
             d = root / f"{m}_{kind}"
             train(unlearn_config(m, str(pre / "model.pt"), ["dog"], steps=4, batch_size=16, forget_batch=8, warmup=1,
@@ -58,11 +58,13 @@ def record(out: Path):
 
 def compare(a: Path, b: Path) -> int:
     A, B = json.loads(a.read_text()), json.loads(b.read_text())
-    bad = [k for k in sorted(set(A) | set(B)) if A.get(k) != B.get(k)]
+    both = sorted(set(A) & set(B))
+    for k in sorted(set(A) ^ set(B)): print(f"only in {a if k in A else b}: {k} (a method one of the commits lacks)")
+    bad = [k for k in both if A[k] != B[k]]
     for k in bad:
-        parts = [p for p in ("metrics", "history", "weights") if (A.get(k) or {}).get(p) != (B.get(k) or {}).get(p)]
-        print(f"DIFFERS {k}: {', '.join(parts) or 'missing'}")
-    print(f"{len(set(A) | set(B)) - len(bad)} of {len(set(A) | set(B))} runs bit-identical")
+        parts = [p for p in ("metrics", "history", "weights") if A[k].get(p) != B[k].get(p)]
+        print(f"DIFFERS {k}: {', '.join(parts)}")
+    print(f"{len(both) - len(bad)} of {len(both)} runs in both files bit-identical")
     return 1 if bad else 0
 
 if __name__ == "__main__":

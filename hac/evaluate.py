@@ -10,8 +10,8 @@ __all__ = ['METRIC_KEYS', 'REPORT_KEYS', 'confusion_matrix', 'per_class_accuracy
            'retrieval_scores', 'weight_distance', 'output_distance', 'encode_images', 'evaluate_zero_shot',
            'model_curv', 'concept_radii', 'hierarchy_report', 'forget_scores', 'hub_correct', 'hub_score',
            'heldout_prompts', 'prompt_prototypes', 'related_prompts', 'prompt_leakage', 'canonical_metrics',
-           'unlearning_scores', 'hierarchy_attachment', 'heldout_templates', 'probe_indices', 'prompt_radii',
-           'edges_ordered', 'level_radii', 'AnimalMNISTEval', 'stored_eval']
+           'unlearning_scores', 'hierarchy_attachment', 'mia_features', 'mia_efficacy', 'heldout_templates',
+           'probe_indices', 'prompt_radii', 'edges_ordered', 'level_radii', 'AnimalMNISTEval', 'stored_eval']
 
 # %% ../nbs/05_evaluate.ipynb #46cdb0f8
 import copy
@@ -748,6 +748,8 @@ METRIC_KEYS = {
     "heldout_acc": "top-1 with held-out prompts (synonyms x unseen templates)",
     "heldout_forget_acc": "... on forget images", "heldout_retain_acc": "... on retain images",
     "image_radius": "MERU: mean distance of the image embeddings to the origin",
+    "mia_efficacy": "share of forget-class training images a membership attack calls unseen (SalUn's MIA-Efficacy; runs with mia_size)",
+    "mia_attack_acc": "the membership attack's accuracy on its own balanced members / non-members (0.5: nothing to separate)",
 }
 # the other keys of the report functions (forget_retain_accuracy, zero_shot_report, the probes, hac.zeroshot), which
 # also return acc, forget_acc and retain_acc
@@ -863,6 +865,32 @@ def hierarchy_attachment(
         out["anchor_cone"] = (oxy_angle(T_a, feats.double(), curv=c) <= half_aperture(T_a, curv=c, K=K)).double().mean().item()
     return out
 
+# %% ../nbs/05_evaluate.ipynb #ead3c893
+def mia_features(logits: torch.Tensor, # (N, C) zero-shot logits (scaled similarities to the class prompts)
+                 labels: torch.Tensor, # (N,) true class index
+                ) -> torch.Tensor: # (N, 3) float64: log p(true), entropy (nats), true logit minus best other
+    "Per-image confidence features of a membership-inference attack on a zero-shot head."
+    lg = logits.double(); y = _as_labels(labels, "labels")
+    logp = torch.log_softmax(lg, 1)
+    true = lg.gather(1, y[:, None])[:, 0]
+    other = lg.scatter(1, y[:, None], float("-inf")).max(1).values
+    return torch.stack([logp.gather(1, y[:, None])[:, 0], -(logp.exp() * logp).sum(1), true - other], 1)
+
+def mia_efficacy(members: tuple, # (logits, labels) of training images of retained classes (label 1)
+                 nonmembers: tuple, # (logits, labels) of unseen (test) images of retained classes (label 0)
+                 targets: tuple, # (logits, labels) of training images of the forget classes
+                ) -> dict: # mia_efficacy (share of targets called non-members), mia_attack_acc (on its balanced training set)
+    "SalUn's MIA-Efficacy with a logistic-regression attack on `mia_features` (balanced: the larger side is truncated)."
+    from sklearn.linear_model import LogisticRegression   # scikit-learn imports slowly; only an MIA run needs it
+    n = min(len(members[1]), len(nonmembers[1]))
+    if n < 2 or len(targets[1]) == 0: raise ValueError(f"mia_efficacy: needs >= 2 members and non-members and >= 1 target (got {n}, {len(targets[1])})")
+    X = torch.cat([mia_features(*members)[:n], mia_features(*nonmembers)[:n]]).numpy()
+    y = np.r_[np.ones(n), np.zeros(n)]
+    mu, sd = X.mean(0), X.std(0) + 1e-12      # standardized on the attack's training set (sd 0 only for a constant feature)
+    clf = LogisticRegression(max_iter=1000).fit((X - mu) / sd, y)
+    t = (mia_features(*targets).numpy() - mu) / sd
+    return {"mia_efficacy": float((clf.predict(t) == 0).mean()), "mia_attack_acc": float(clf.score((X - mu) / sd, y))}
+
 # %% ../nbs/05_evaluate.ipynb #b06e2b68
 def heldout_templates() -> list[str]:
     "Templates for held-out evaluation: CLIP's CIFAR prompts that are not Animal-MNIST training templates."
@@ -897,7 +925,8 @@ def level_radii(r: torch.Tensor, levels: torch.Tensor) -> dict:
 class AnimalMNISTEval:
     "Evaluator of a run on the embedded data: val-split probe (`probe`), test split before/after (`full`)."
     def __init__(self, batches, # hac.pairs.AnimalMNISTBatches of the run (taxonomy, forget classes)
-                 *, data_seed: int = 0, probe_size: int = 500, test_size: int = 0, heldout: bool = True):
+                 *, data_seed: int = 0, probe_size: int = 500, test_size: int = 0, heldout: bool = True,
+                 mia_size: int = 0): # images per side of the membership attack in `full` (0: no attack)
         from hac.data import AnimalMNIST, prepare_images
         b = batches
         self.classes, self.concepts, self.templates, self.parent = b.classes, b.concepts, b.templates, b.parent
@@ -910,10 +939,23 @@ class AnimalMNISTEval:
         tidx = torch.randperm(len(test), generator=torch.Generator().manual_seed(data_seed))[:test_size or len(test)].sort().values
         self.probe_set = (prepare_images(val.images[pidx]), val.labels[pidx])
         self.test_set = (prepare_images(test.images[tidx]), test.labels[tidx])
+        self.mia_sets = self._mia_sets(mia_size, data_seed, test) if mia_size else None
+
+    def _mia_sets(self, n: int, seed: int, test) -> tuple:
+        "(members, non-members, targets) as (images, labels): n retain-class train and test images, <= n forget-class train images."
+        from hac.data import AnimalMNIST, prepare_images
+        train, g = AnimalMNIST("train", seed=seed), torch.Generator().manual_seed(seed + 7)
+        fm = torch.zeros(len(self.classes), dtype=torch.bool); fm[self.forget] = True
+        def pick(ds, keep):
+            idx = torch.nonzero(keep).flatten()
+            idx = idx[torch.randperm(len(idx), generator=g)[:n]].sort().values
+            return prepare_images(ds.images[idx]), ds.labels[idx]
+        return pick(train, ~fm[train.labels]), pick(test, ~fm[test.labels]), pick(train, fm[train.labels])
 
     @classmethod
     def from_config(cls, cfg, batches) -> "AnimalMNISTEval":
-        return cls(batches, data_seed=cfg.data_seed, probe_size=cfg.probe_size, test_size=cfg.test_size, heldout=cfg.heldout)
+        return cls(batches, data_seed=cfg.data_seed, probe_size=cfg.probe_size, test_size=cfg.test_size, heldout=cfg.heldout,
+                   mia_size=cfg.mia_size)
 
     def texts(self) -> list[str]: return [p for ps in (self.heldout or []) for p in ps]
 
@@ -943,11 +985,14 @@ def probe(self, model) -> dict:
 @patch_to(AnimalMNISTEval)
 @torch.no_grad()
 def full(self, model) -> dict:
-    "Test-split metrics (every METRIC_KEYS key), per-class top-1, and the hierarchy for MERU."
+    "Test-split metrics (every METRIC_KEYS key), per-class top-1, the hierarchy for MERU, and MIA-Efficacy when asked."
     x, y = self.test_set
     out = self._scores(model, x, y)
     correct = (out.pop("pred") == y).float()
     out["per_class"] = {k: correct[y == i].mean().item() for i, k in enumerate(self.classes) if (y == i).any()}
+    if self.mia_sets is not None and len(self.mia_sets[2][1]):
+        lg = lambda xy: (unlearning_scores(model, *xy, list(self.classes), list(self.templates), batch_size=500)["logits"], xy[1])
+        out.update(mia_efficacy(*(lg(xy) for xy in self.mia_sets)))
     return {**out, **self._tree(model)}
 
 # %% ../nbs/05_evaluate.ipynb #798b20f0
@@ -958,7 +1003,8 @@ def cache_key(self) -> str:
     "Hash of what an AnimalMNISTEval computes on: probe and test images and labels, prompts, forget classes, taxonomy."
     meta = json.dumps([list(self.classes), list(self.concepts), list(self.templates), self.parent.tolist(), list(self.forget),
                        self.levels.tolist(), self.heldout], default=str)
-    return fingerprint({str(i): t for i, t in enumerate((*self.probe_set, *self.test_set))}, meta)
+    sets = (*self.probe_set, *self.test_set, *(t for xy in (self.mia_sets or ()) for t in xy))   # the attack's images too
+    return fingerprint({str(i): t for i, t in enumerate(sets)}, meta)
 
 def stored_eval(evaluator, # has .probe(model) / .full(model); with .cache_key() its results are stored
                 what: str, # "probe" or "full"

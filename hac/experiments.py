@@ -16,10 +16,11 @@ from .config import TrainConfig, pretrain_config, unlearn_config
 from .core import atomic_write_json, atomic_write_text, params_hash
 
 # %% auto #0
-__all__ = ['REACH_STATUSES', 'LR_RULES', 'UNIT_COLUMNS', 'PAIRINGS', 'cached_train', 'pretrain_job', 'unlearn_dir', 'unlearn_job',
-           'pretrained', 'unlearn', 'train_many', 'history', 'protocol', 'record', 'mean_std', 'fmt_mean_std',
-           'format_table', 'write_table', 'pretrained_from_run', 'eval_images', 'evaluate_model', 'embedding_maps',
-           'steps_to_target', 'choose_lr', 'protocol_jobs', 'unit_row', 'paired_effects']
+__all__ = ['REACH_STATUSES', 'LR_RULES', 'UNIT_COLUMNS', 'PAIRINGS', 'TUNE_RULES', 'GAP_METRICS', 'cached_train', 'pretrain_job',
+           'unlearn_dir', 'unlearn_job', 'pretrained', 'unlearn', 'train_many', 'history', 'protocol', 'record',
+           'mean_std', 'fmt_mean_std', 'format_table', 'write_table', 'pretrained_from_run', 'eval_images',
+           'evaluate_model', 'embedding_maps', 'steps_to_target', 'choose_lr', 'protocol_jobs', 'unit_row',
+           'paired_effects', 'tune_lr', 'grad_evals', 'gaps']
 
 # %% ../nbs/09_experiments.ipynb #72f0b316
 _VOLATILE = ("progress", "out_dir", "resume", "save_model")   # none changes a number a run writes
@@ -128,7 +129,7 @@ def record(metrics: dict, **meta) -> dict:
         m = metrics.get(when, {})
         for k in METRIC_KEYS:
             if m.get(k) is None: continue
-            pct = k.endswith("acc") or k == "forget_prob"   # fractions -> %, scores (AUC, margin, radius) as they are
+            pct = k.endswith("acc") or k in ("forget_prob", "mia_efficacy")   # fractions -> %, scores (AUC, margin, radius) as they are
             row[f"{short.get(k, k)}_{when}"] = (100.0 if pct else 1.0) * float(m[k])
     row["train_time_s"] = metrics.get("train_time_s")
     return row
@@ -392,3 +393,44 @@ def paired_effects(units: pd.DataFrame, # units.csv: one row per (concept, seed,
     out["effect"] = out.a - out.b
     return out.reset_index().sort_values(key, kind="stable", ignore_index=True)
 
+
+# %% ../nbs/09_experiments.ipynb #b17b8a40
+TUNE_RULES = {
+    "best_retain_at_target": (
+        "per method, among the learning rates of the grid at which the method reaches the common forget target on the "
+        "validation probe on every tuning seed, the one with the highest mean retain accuracy at the target; if none "
+        "does, the one with the lowest mean final probe forget accuracy, recorded as not reached"),
+}
+
+def tune_lr(runs: pd.DataFrame, # tuning runs: method, lr, seed, status, retain_at_target, probe_forget_end
+            rule: str = "best_retain_at_target", # a key of TUNE_RULES
+           ) -> pd.DataFrame: # one row per method: lr (chosen), reached, retain_at_target, probe_forget_end (means over seeds)
+    "Each method's learning rate by `rule` (the same rule and grid for every method)."
+    if rule not in TUNE_RULES: raise ValueError(f"tune_lr: unknown rule {rule!r}; known: {list(TUNE_RULES)}")
+    miss = {"method", "lr", "seed", "status", "retain_at_target", "probe_forget_end"} - set(runs.columns)
+    if miss: raise ValueError(f"tune_lr: runs lack columns {sorted(miss)}")
+    out = []
+    for m, g in runs.groupby("method", sort=False):
+        per = g.groupby("lr").agg(ok=("status", lambda s: bool(s.isin(["reached", "at_start"]).all())),
+                                  retain=("retain_at_target", "mean"), end=("probe_forget_end", "mean")).reset_index()
+        ok = per[per.ok]
+        if len(ok): best, reached = ok.sort_values(["retain", "lr"], ascending=[False, True], na_position="last").iloc[0], True
+        else: best, reached = per.sort_values(["end", "lr"]).iloc[0], False
+        out.append(dict(method=m, lr=float(best.lr), reached=reached, retain_at_target=float(best.retain),
+                        probe_forget_end=float(best.end)))
+    return pd.DataFrame(out)
+
+# %% ../nbs/09_experiments.ipynb #43707c5b
+GAP_METRICS = {"forget_after": "forget", "retain_after": "retain", "acc_after": "test", "mia_efficacy_after": "mia"}   # record() column -> gap name
+
+def grad_evals(cfg: dict) -> int:
+    "Backward passes of a run from its config.json: one per step, plus SalUn's saliency batches; SLUG two per batch."
+    if cfg["method"] == "slug": return 2 * int(cfg.get("slug_batches", 4))
+    return int(cfg["steps"]) + (int(cfg.get("salun_mask_batches", 4)) if cfg["method"] == "salun" else 0)
+
+def gaps(row: dict, # record() columns of one run (accuracies and MIA-Efficacy in %)
+         ref: dict, # the same columns of its retrained reference
+        ) -> dict: # gap_<name> (row minus ref, points) for each GAP_METRICS entry, and avg_gap (mean absolute gap)
+    "Gaps to the retrained model and SalUn's Avg. Gap (NaN when a metric is missing on either side)."
+    g = {f"gap_{n}": float(row.get(k, np.nan)) - float(ref.get(k, np.nan)) for k, n in GAP_METRICS.items()}
+    return {**g, "avg_gap": float(np.mean([abs(v) for v in g.values()]))}

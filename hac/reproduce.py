@@ -291,11 +291,11 @@ TOLERANCES = {  # kind -> how its columns are compared; abs/rel: the floor max(a
     "effect": dict(names={"effect", "diff"}, compare="interval", abs=0.0, rel=0.0,
                    why="the metrics' rule, with the standard errors its 95 % intervals imply; none: not compared"),
     # measured metrics: |new - ref| <= max(abs, rel * |ref|, K_SPREAD * SE)
-    "unit": dict(words={"auc", "rho", "attach", "reached", "mia", "tpr1", "js", "cone"}, compare="spread", abs=0.01,
+    "unit": dict(words={"auc", "rho", "attach", "reached", "tpr1", "js", "cone"}, compare="spread", abs=0.01,
                  rel=0.0, why="AUCs, correlations, shares in [0, 1]"),
     "steps": dict(words={"step", "steps", "rank"}, compare="spread", abs=1.0, rel=0.0, why="steps and ranks: one"),
     "score": dict(words={"hubness", "logit"}, compare="spread", abs=0.05, rel=0.0, why="logit differences"),
-    "points": dict(words={"acc", "forget", "retain", "share", "level", "gap", "probe", "knn", "prob"}, compare="spread",
+    "points": dict(words={"acc", "forget", "retain", "share", "level", "gap", "probe", "knn", "prob", "efficacy"}, compare="spread",
                    abs=0.5, rel=0.0, why="accuracies, shares, probabilities in percentage points"),
     "number": dict(compare="spread", abs=1e-3, rel=0.05, why="any other measured number: 5 % or 0.001"),
     "text": dict(compare="exact", why="configuration values (a transposed table's cells)"),

@@ -20,7 +20,7 @@ def embeddings(checkpoint, n):
     "(x (N+10, D) Lorentz points: images then class prototypes, labels (N+10,), curv)."
     from hac.data import ANIMAL_MNIST_CLASSES, templates
     from hac.experiments import eval_images
-    from hac.models import load_checkpoint
+    from hac.checkpoints import load_checkpoint
     model = load_checkpoint(checkpoint).eval()
     images, labels = eval_images(n)
     with torch.no_grad():

@@ -63,7 +63,8 @@ def bench_lorentz(quick=False):
 
 
 def _tiny_checkpoint(kind, path):
-    from hac.models import build_model, save_checkpoint, tiny_config
+    from hac.models import build_model, tiny_config
+    from hac.checkpoints import save_checkpoint
     torch.manual_seed(0)
     save_checkpoint(build_model(tiny_config(kind)), path)
     return path
@@ -147,7 +148,8 @@ def bench_eval(quick=False):
 _MEM_SNIPPET = r"""
 import resource, sys, tempfile, torch
 from pathlib import Path
-from hac.models import build_model, save_checkpoint, tiny_config
+from hac.models import build_model, tiny_config
+from hac.checkpoints import save_checkpoint
 what, steps = sys.argv[1], int(sys.argv[2])
 d = Path(tempfile.mkdtemp())
 if what == "eval":

@@ -16,8 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from . import lorentz as L
 from .core import Store, content_key, fingerprint, kernel_id, patch_to, strict_from_dict
-# defined in hac.data, importable from here as before (one definition each)
-from .data import IMAGENET_MEAN, IMAGENET_STD, MERU_IMAGENET_TEMPLATES, default_cache_dir, foolbox_images
+from .data import IMAGENET_MEAN, IMAGENET_STD
 
 # %% auto #0
 __all__ = ['VIT_ARCHS', 'PRETRAINED', 'LOG_MAX_LOGIT_SCALE', 'ModelConfig', 'tiny_config', 'full_config', 'sincos_pos_embed_2d',
@@ -703,14 +702,3 @@ class OpenCLIP(CLIP):
     def clamp_params_(self):
         with torch.no_grad(): self.model.logit_scale.clamp_(max=LOG_MAX_LOGIT_SCALE)
         return self
-
-# %% ../nbs/01_models.ipynb #59c8bdb5
-_MOVED_TO_CHECKPOINTS = frozenset({"CheckpointMismatchError", "save_checkpoint", "infer_config", "check_state_dict",
-                                   "load_checkpoint", "PRETRAINED_URLS", "from_pretrained"})
-
-def __getattr__(name: str):
-    "Names that moved to `hac.checkpoints` stay importable from `hac.models` (resolved on first use: no import cycle)."
-    if name in _MOVED_TO_CHECKPOINTS:
-        from hac import checkpoints
-        return getattr(checkpoints, name)
-    raise AttributeError(f"module 'hac.models' has no attribute {name!r}")

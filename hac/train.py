@@ -32,7 +32,8 @@ from . import losses as LS
 from . import methods as M
 from .config import TrainConfig, pretrain_config, unlearn_config
 from .core import atomic_file, atomic_save, atomic_write_json, git_commit
-from .models import build_model, save_checkpoint, tiny_config
+from .models import build_model, tiny_config
+from .checkpoints import save_checkpoint
 from .pairs import AnimalMNISTBatches, batches
 
 # %% ../nbs/04_train.ipynb #260f6c31

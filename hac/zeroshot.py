@@ -24,7 +24,8 @@ import hac
 from .core import atomic_write_json, patch_to
 from .data import TEMPLATE_SETS
 from .evaluate import canonical_metrics, confusion_matrix, forget_retain_accuracy, per_class_accuracy
-from .models import PRETRAINED, from_open_clip, from_pretrained, load_checkpoint
+from .models import PRETRAINED, from_open_clip
+from .checkpoints import from_pretrained, load_checkpoint
 
 # %% auto #0
 __all__ = ['BUILTIN_CLASSNAMES', 'BUILTIN_CONCEPTS', 'assets_dir', 'load_classnames', 'load_concepts', 'forget_classes',

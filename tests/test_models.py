@@ -16,9 +16,9 @@ import hac.checkpoints as C
 import hac.data as D
 import hac.models as M
 from hac import lorentz as L
-from hac.models import (CLIP, MERU, CheckpointMismatchError, ModelConfig, build_model, check_state_dict,
-                        foolbox_images, from_open_clip, from_pretrained, full_config, infer_config, load_checkpoint,
-                        save_checkpoint, tiny_config)
+from hac.data import foolbox_images
+from hac.models import CLIP, MERU, ModelConfig, build_model, from_open_clip, full_config, tiny_config
+from hac.checkpoints import CheckpointMismatchError, check_state_dict, from_pretrained, infer_config, load_checkpoint, save_checkpoint
 
 torch.set_num_threads(2)
 CAPS = ["a photo of a dog", "a photo of a cat", "a canine", "a pet", "a mammal", "an animal"]
@@ -127,7 +127,7 @@ def test_foolbox_forward_on_the_hyperboloid(meru_s, fb):
     with torch.no_grad():
         raw = meru_s.encode_image(imgs, project=False)       # one forward pass of the 20 images at 224 px
         e = meru_s.lift_image(raw)
-        protos = meru_s.class_prototypes(names, M.MERU_IMAGENET_TEMPLATES)
+        protos = meru_s.class_prototypes(names, D.MERU_IMAGENET_TEMPLATES)
         logits = meru_s.similarity(e, protos)
         torch.testing.assert_close(meru_s.zero_shot_logits(imgs[:2], protos), logits[:2], rtol=1e-4, atol=1e-4)
     c = meru_s.curv
@@ -150,7 +150,7 @@ def test_infer_config_every_released_size(name):
     with torch.device("meta"):
         m = build_model(full_config(name))
     sd = dict(m.state_dict())
-    sd["pixel_mean"], sd["pixel_std"] = torch.tensor(M.IMAGENET_MEAN).view(3, 1, 1), torch.tensor(M.IMAGENET_STD).view(3, 1, 1)
+    sd["pixel_mean"], sd["pixel_std"] = torch.tensor(D.IMAGENET_MEAN).view(3, 1, 1), torch.tensor(D.IMAGENET_STD).view(3, 1, 1)
     assert infer_config(sd) == full_config(name)
 
 
@@ -503,18 +503,6 @@ def test_open_clip_checkpoint_records_how_it_was_built(tmp_path):
     assert load_checkpoint(tmp_path / "old.pth").open_clip_args["kwargs"] == {}
     with pytest.raises(ValueError, match="not plain data"):
         from_open_clip("ViT-S-32-alt", force_preprocess_cfg={"mean": torch.zeros(3)})
-
-
-def test_moved_names_are_one_object():
-    "hac.models keeps every name that moved to hac.checkpoints / hac.data, as the same object."
-    for n in ("save_checkpoint", "load_checkpoint", "from_pretrained", "infer_config", "check_state_dict",
-              "CheckpointMismatchError", "PRETRAINED_URLS"):
-        assert getattr(M, n) is getattr(C, n)
-    for n in ("foolbox_images", "IMAGENET_MEAN", "IMAGENET_STD", "default_cache_dir"):
-        assert getattr(M, n) is getattr(D, n)
-    assert M.MERU_IMAGENET_TEMPLATES is D.TEMPLATE_SETS["meru_imagenet"]
-    with pytest.raises(AttributeError):
-        M.no_such_name
 
 
 def test_open_clip_errors():

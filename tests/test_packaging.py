@@ -125,3 +125,44 @@ def test_console_script_help_and_tiny_pretrain_away_from_checkout(installed):
     assert (out / "model.pt").is_file() and (out / "metrics.json").is_file() and (out / "config.json").is_file()
     assert json.loads((out / "metrics.json").read_text())["steps"] == 2
     print(f"packaging: build+install {installed['install_s']:.1f} s, --help + 2-step pretrain {time.time() - t0:.1f} s")
+
+
+def _hac_import_graph() -> dict:
+    "Module -> the hac modules it imports (top level and inside functions), from the source of hac/*.py."
+    root = Path(__file__).resolve().parent.parent / "hac"
+    mods = {p.stem for p in root.glob("*.py") if p.stem not in ("__init__", "_modidx")}
+    graph = {}
+    for m in mods:
+        deps = set()
+        for node in ast.walk(ast.parse((root / f"{m}.py").read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level == 1: deps |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+                elif node.module and node.module.startswith("hac."): deps.add(node.module.split(".")[1])
+                elif node.module == "hac": deps |= {a.name for a in node.names}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name.split(".")[1] for a in node.names if a.name.startswith("hac.")}
+        graph[m] = (deps & mods) - {m}
+    return graph
+
+
+def test_no_import_cycle():
+    "hac's modules form a layered graph (hac.core at the bottom imports nothing of hac); a cycle is named."
+    graph, state, found = _hac_import_graph(), {}, []
+    def visit(n, stack):
+        state[n] = 1
+        for d in sorted(graph[n]):
+            if state.get(d) == 1: found.append(" -> ".join(stack[stack.index(d):] + [d]))
+            elif not state.get(d): visit(d, stack + [d])
+        state[n] = 2
+    for n in sorted(graph):
+        if not state.get(n): visit(n, [n])
+    assert not found, f"import cycles: {found}"
+    assert graph["core"] == set() and graph["concepts"] == set()
+
+
+def test_readme_lists_every_module():
+    "The README's module table names every hac module once (it is the architecture's map)."
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = [l for l in readme.splitlines() if l.startswith("| `0")]
+    for m in _hac_import_graph():
+        assert sum(f"`hac.{m}`" in r for r in rows) == 1, f"hac.{m} is not in README's module table exactly once"

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from hac.cli import main
-from hac.models import build_model, full_config, load_checkpoint
+from hac.models import build_model, full_config
+from hac.checkpoints import load_checkpoint
 
 torch.set_num_threads(2)
 

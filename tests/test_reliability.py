@@ -12,7 +12,8 @@ import torch
 
 from hac.config import TrainConfig, unlearn_config
 from hac.data import AnimalMNIST, forget_retain, load_animal_mnist
-from hac.models import CheckpointMismatchError, build_model, load_checkpoint, save_checkpoint, tiny_config
+from hac.models import build_model, tiny_config
+from hac.checkpoints import CheckpointMismatchError, load_checkpoint, save_checkpoint
 from hac.train import train
 
 

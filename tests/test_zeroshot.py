@@ -14,7 +14,8 @@ from PIL import Image
 
 from hac.cli import main
 from hac.evaluate import confusion_matrix
-from hac.models import MERU, build_model, full_config, load_checkpoint
+from hac.models import MERU, build_model, full_config
+from hac.checkpoints import load_checkpoint
 from hac.zeroshot import (ZeroShotFolder, confusion_dense, evaluate_folder, load_classnames, load_concepts,
                           parse_model_spec, read_metrics)
 
@@ -151,7 +152,8 @@ def test_parsing_and_assets():
 
 def test_tiny_model_gray_folder_and_rgb_refused(env, capsys):
     "The 28 px grayscale format: a gray folder runs (templates auto -> animal_mnist), a 224 px RGB folder is refused."
-    from hac.models import save_checkpoint, tiny_config
+    from hac.models import tiny_config
+    from hac.checkpoints import save_checkpoint
     torch.manual_seed(0)
     micro = build_model(tiny_config("meru", text_encoder="transformer", text_width=64, text_layers=2, text_heads=2,
                                     embed_dim=32))

@@ -69,3 +69,21 @@ def test_streamed_retain_pairs(real_world, capsys):
     assert src["stream"] is True and (src["forget_pairs"], src["retain_pairs"]) == (4, 6)
     assert [r["step"] for r in json.loads((out / "history.json").read_text())] == [0, 1, 2]
     assert (out / "model.pt").exists() and (out / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("method", ["salun", "cliperase", "delete", "diet", "slug"])
+def test_benchmark_methods_on_real_pairs(real_world, capsys, method):
+    "Issue 22: every benchmark method runs 2 steps (SLUG: its one step) on the ViT-S fixture through `hac unlearn --data`."
+    w = real_world
+    out = w["t"] / f"run_bench_{method}"
+    assert _unlearn(w, "meru_vit_s", method, w["csv"], out) == 0, capsys.readouterr().err
+    assert {"config.json", "history.json", "metrics.json", "model.pt"} <= {p.name for p in out.iterdir()}
+    m = json.loads((out / "metrics.json").read_text())
+    assert all(0 <= m[when]["forget_acc"] <= 1 for when in ("before", "after"))
+    sd = torch.load(out / "model.pt", map_location="cpu", weights_only=True)["model"]
+    before = torch.load(w["ckpt"]["meru_vit_s"], map_location="cpu", weights_only=True)["model"]
+    changed = [k for k in sd if not torch.equal(sd[k], before[k])]
+    if method == "slug":   # one step on one weight tensor, or none when the probe is already at the target
+        assert "slug" in m and len(changed) <= 1 and (len(changed) == 1) == (m["slug"]["step"] > 0), (changed, m["slug"])
+    else:
+        assert changed

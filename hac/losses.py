@@ -111,15 +111,15 @@ def entailment(general: torch.Tensor, # (B, D) points that should entail (texts,
         return L.entailment_loss(general, specific, curv=curv, K=K)
 
 # %% ../nbs/03_losses.ipynb #75d5da27
-def parent_pairs(parent: torch.Tensor, # (K,) long, parent concept of each concept, -1 for a root
+def parent_pairs(parent: torch.Tensor, # (N_c,) long, parent concept of each of the N_c concepts, -1 for a root
                 ) -> tuple[torch.Tensor, torch.Tensor]: # (child indices, parent indices)
     "Index pairs (child, parent) of every concept that has a parent."
     parent = torch.as_tensor(parent, dtype=torch.long)
     child = torch.nonzero(parent >= 0).flatten()
     return child, parent[child]
 
-def parent_entailment(concept_txt: torch.Tensor, # (K, D) one embedding per concept
-                      parent: torch.Tensor, # (K,) long, parent index per concept, -1 for roots
+def parent_entailment(concept_txt: torch.Tensor, # (N_c, D) one embedding per concept (K is the cone constant)
+                      parent: torch.Tensor, # (N_c,) long, parent index per concept, -1 for roots
                       *, curv, K: float = 0.1) -> torch.Tensor: # scalar
     "L_par: mean over concepts with a parent of relu(ext(T_parent, T_child) - aper(T_parent))."
     ch, pa = parent_pairs(parent)
@@ -155,8 +155,8 @@ class PretrainLoss(nn.Module):
                 img_cls=None, # (B,) long image classes (for the true-caption mask)
                 txt_con=None, # (B,) long caption concepts (for the true-caption mask)
                 truth=None, # (n_classes, n_concepts) bool truth table
-                concept_txt=None, # (K, D) one embedding per concept (for the parent term)
-                parent=None, # (K,) long parent index per concept, -1 for roots
+                concept_txt=None, # (N_c, D) one embedding per concept (for the parent term)
+                parent=None, # (N_c,) long parent index per concept, -1 for roots
                ) -> dict:
         ignore = _caption_ignore(img_cls, txt_con, truth) if self.mask_true and truth is not None else None
         con = contrastive_loss(img, txt, scale=scale, geometry=self.geometry, curv=curv, ignore=ignore,
@@ -407,7 +407,7 @@ ENT_MODES = ("exclusion", "reanchor", "swap", "both")
 NORM_MODES = ("preserve", "generalize", "both")
 _KEYS = {"img_r0": "retain images under the frozen model", "txt_r0": "retain captions under the frozen model",
          "img_f0": "forget images under the frozen model",
-         "concept_txt": "one text embedding per taxonomy concept, current model (all K concepts)",
+         "concept_txt": "one text embedding per taxonomy concept, current model (all N_c concepts)",
          "concept_txt0": "the same K concept texts under the frozen model",
          "leaf_f": "concept index of each forget image's class", 
          "anc_f": "concept index of each forget image's nearest retained ancestor, -1 for none"}
@@ -419,7 +419,7 @@ def _need(b, keys, who):
                          "), provided by hac.train's unlearning loop or hac.losses.toy_batch")
     if "concept_txt0" in keys and b["concept_txt"].shape[0] != b["concept_txt0"].shape[0]:
         raise ValueError(f"concept_txt ({b['concept_txt'].shape[0]} rows) and concept_txt0 "
-                         f"({b['concept_txt0'].shape[0]}) must hold the same K concepts; "
+                         f"({b['concept_txt0'].shape[0]}) must hold the same N_c concepts; "
                          "put the retained subset in concept_txt_r / parent_r instead")
 
 # %% ../nbs/03_losses.ipynb #3cb003db

@@ -34,17 +34,17 @@ PARTS = {"cliperase": {"rm_loss", "fm_loss", "cm_loss"}, "delete": {"kd_loss", "
 BENCH_PREFIXES = ("cliperase_", "diet_", "salun_", "slug_")
 
 
+def _pretrain_tiny(folder, model: str, **kw) -> dict:
+    "hac.train.train of a tiny `model` ('meru' | 'clip') pretraining into `folder` (one thread, no progress bar)."
+    return T.train(pretrain_config(model, model_overrides=TINY, progress=False, threads=1, out_dir=str(folder), **kw))
+
+
 @pytest.fixture(scope="module")
 def tiny_ckpts(tmp_path_factory):
     "A tiny pretrained MERU and CLIP checkpoint (4 steps)."
     tmp = tmp_path_factory.mktemp("ckpt")
-    out = {}
-    for m in ("meru", "clip"):
-        cfg = pretrain_config(m, model_overrides=TINY, steps=4, batch_size=16, log_every=2, probe_size=20, test_size=40,
-                              progress=False, threads=1, warmup=1, parent_weight=1.0 if m == "meru" else 0.0,
-                              out_dir=str(tmp / m))
-        out[m] = T.train(cfg)["out_dir"] + "/model.pt"
-    return out
+    return {m: _pretrain_tiny(tmp / m, m, steps=4, batch_size=16, log_every=2, probe_size=20, test_size=40, warmup=1,
+                              parent_weight=1.0 if m == "meru" else 0.0)["out_dir"] + "/model.pt" for m in ("meru", "clip")}
 
 
 @pytest.mark.parametrize("model", ["clip", "meru"])
@@ -195,9 +195,7 @@ def learned(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("learned")
     out = {}
     for m in ("meru", "clip"):
-        cfg = pretrain_config(m, model_overrides=TINY, log_every=60, probe_size=20, test_size=100, progress=False, threads=1,
-                              out_dir=str(tmp / m), **LEARNED)
-        pc = T.train(cfg)["metrics"]["after"]["per_class"]
+        pc = _pretrain_tiny(tmp / m, m, log_every=60, probe_size=20, test_size=100, **LEARNED)["metrics"]["after"]["per_class"]
         concept = max((k for k in pc if k != "dog"), key=lambda k: (pc[k], k))
         assert pc[concept] >= 0.5, pc   # a concept the model knows, so that forgetting it can show
         out[m] = (str(tmp / m / "model.pt"), concept)

@@ -198,7 +198,7 @@ def bench_reproduce(quick=False):
 
 def _timed_unlearning_run(cfg):
     "(wall s, {phase: s}, history, state dict) of one unlearning run, with setup / evaluation / probe phases timed."
-    import hac.evaluate as EV
+    import hac.evaluators as EV
     import hac.train as T
     tm, saved = {}, []
     def wrap(obj, name, key):
@@ -218,9 +218,9 @@ def _timed_unlearning_run(cfg):
 def bench_unlearn_run(quick=False):
     """One unlearning run of the claims protocol's size (MERU + HAC, 30 steps of 64 + 32 pairs, probe every 3 steps,
     all 2,000 test images before and after), 1 thread: without and with the stores of the frozen text tower's features
-    (hac.models.pooled_chunk) and of the starting model's evaluation (hac.evaluate.stored_eval), in one process; the
+    (hac.models.pooled_chunk) and of the starting model's evaluation (hac.evaluators.stored_eval), in one process; the
     results must be bit-identical. Also the evaluation share."""
-    import hac.evaluate as EV
+    import hac.evaluators as EV
     import hac.models as M
     from hac.experiments import protocol
     from hac.config import unlearn_config

@@ -15,10 +15,11 @@ import torch.nn as nn
 from .data import default_cache_dir
 from .models import PRETRAINED, VIT_ARCHS, ContrastiveModel, ModelConfig, build_model, from_open_clip
 from .core import atomic_file, atomic_save
+import hac
 
 # %% auto #0
 __all__ = ['PRETRAINED_URLS', 'CheckpointMismatchError', 'save_checkpoint', 'infer_config', 'check_state_dict', 'load_checkpoint',
-           'from_pretrained']
+           'from_pretrained', 'parse_model_spec', 'resolve_model']
 
 # %% ../nbs/01a_checkpoints.ipynb #bd154532
 class CheckpointMismatchError(ValueError):
@@ -28,7 +29,6 @@ def save_checkpoint(model: ContrastiveModel, # a CLIP, MERU or OpenCLIP
                     path: str | Path, # destination .pth; its folder is created
                     **extra) -> Path: # extra entries stored beside the weights (e.g. iteration=...)
     "Write `{'model': state_dict, 'hac_config' | 'open_clip': ..., 'hac_version': ..., **extra}` atomically (MERU's layout)."
-    import hac
     obj = {"model": model.state_dict(), "hac_version": getattr(hac, "__version__", "unknown"), **extra}
     if getattr(model, "config", None) is not None: obj["hac_config"] = asdict(model.config)
     if getattr(model, "open_clip_args", None): obj["open_clip"] = dict(model.open_clip_args)
@@ -182,3 +182,36 @@ def from_pretrained(name: str, # one of PRETRAINED, e.g. "meru_vit_s"
             raise ConnectionError(f"could not download {name} from {url} ({type(e).__name__}: {e}). This machine may be "
                                   f"offline: download the file elsewhere and copy it to {dest}") from e
     return load_checkpoint(dest, map_location=map_location)
+
+# %% ../nbs/01a_checkpoints.ipynb #e5a00025
+def parse_model_spec(spec: str) -> tuple[str, dict]:
+    "('open_clip', {'arch', 'pretrained'}) | ('released', {'name'}) | ('path', {'path'})."
+    if not isinstance(spec, (str, Path)) or not str(spec).strip():
+        raise ValueError(f"model spec must be a path, a released name or open_clip:ARCH@PRETRAINED, got {spec!r}")
+    spec = str(spec).strip()
+    if spec.startswith("open_clip:"):
+        arch, _, tag = spec[len("open_clip:"):].partition("@")
+        if not arch: raise ValueError(f"{spec!r}: write open_clip:ARCH@PRETRAINED, e.g. open_clip:ViT-B-32@openai")
+        return "open_clip", dict(arch=arch, pretrained=tag or None)
+    if spec in PRETRAINED and not Path(spec).is_file(): return "released", dict(name=spec)
+    return "path", dict(path=Path(spec))
+
+def resolve_model(spec: str, # checkpoint path | meru_vit_s|b|l, clip_vit_s|b|l | open_clip:ARCH@PRETRAINED
+                  *, cache_dir: str | Path | None = None, # where released checkpoints live (default ~/.cache/hac)
+                  download: bool = False, # fetch a released checkpoint missing from the cache
+                  map_location="cpu"):
+    "Load the model a spec names (see above); errors name the file or flag that fixes them."
+    kind, a = parse_model_spec(spec)
+    if kind == "open_clip":
+        try: return from_open_clip(a["arch"], a["pretrained"]).to(map_location)
+        except (RuntimeError, ValueError) as e: raise ValueError(f"model {spec!r}: {e}") from e
+    if kind == "released":
+        try: return from_pretrained(a["name"], cache_dir=cache_dir, download=download, map_location=map_location)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"released model {a['name']!r}: {e}; or pass --download (download=True) to fetch it "
+                                    f"into the cache folder") from e
+    p = a["path"]
+    if not p.exists():
+        raise FileNotFoundError(f"model {str(spec)!r}: no such checkpoint file, and not a released name "
+                                f"({', '.join(PRETRAINED)}) nor open_clip:ARCH@PRETRAINED")
+    return load_checkpoint(p, map_location=map_location)

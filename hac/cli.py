@@ -17,6 +17,13 @@ from pathlib import Path
 
 from .config import METHODS, TrainConfig, pretrain_config, unlearn_config
 from .losses import ENT_MODES, NORM_MODES
+from .core import default_workers, pick_device, refuse_finished
+from .checkpoints import resolve_model
+from .data import load_taxonomy
+from .evaluators import FolderEval, default_out_dir, evaluate_folder
+from .pairs import PairBatches, StreamBatches, forget_concepts, open_pairs, split_pairs
+from .train import TrainingDiverged, dist_info, train
+from .zeroshot import model_input
 
 # %% ../nbs/07_cli.ipynb #8595381a
 EXTENSIONS = ("hac.reproduce",)   # modules whose add_parser(subparsers) registers more subcommands
@@ -119,7 +126,6 @@ def _builtin_concepts() -> str:
 
 def run_eval(args) -> int:
     "func of `hac eval`: evaluate, write metrics.json, print a summary."
-    from hac.zeroshot import default_out_dir, evaluate_folder
     out = Path(args.out_dir) if args.out_dir else default_out_dir(args.model)
     try:
         m = evaluate_folder(args.model, args.eval_images, classnames=args.classnames, concept_classes=args.concept_classes,
@@ -197,7 +203,6 @@ def format_report(cfg: TrainConfig, metrics: dict) -> str:
 def _device_defaults(args, over: dict) -> dict:
     "--device auto (cuda when visible, else cpu) and bf16 autocast on CUDA unless --precision says otherwise."
     if over.get("device", "auto") == "auto":
-        from hac.zeroshot import pick_device
         over["device"] = pick_device("auto").type
     if over["device"].startswith("cuda") and "precision" not in over and not getattr(args, "config", None):
         over["precision"] = "bf16"
@@ -205,7 +210,6 @@ def _device_defaults(args, over: dict) -> dict:
 
 def _out_dir(args, cfg: TrainConfig) -> TrainConfig:
     "A new runs/<command>/<time>-... folder without --out; refuse a finished run's folder unless --overwrite."
-    from hac.zeroshot import default_out_dir, refuse_finished
     if cfg.out_dir is None:
         return dataclasses.replace(cfg, out_dir=str(default_out_dir(f"{cfg.method}-{'-'.join(cfg.forget) or cfg.model}",
                                                                      root=f"runs/{args.command}")))
@@ -224,13 +228,11 @@ def _pairs_arg(items, flag: str) -> dict:
 
 def _workers(args, cfg: TrainConfig) -> int:
     "--workers, else min(8, CPUs) on CUDA and 0 on CPU."
-    from hac.zeroshot import default_workers
     return default_workers(getattr(args, "workers", None), cfg.device)
 
 # %% ../nbs/07_cli.ipynb #f1000012
 def _real_builder(args, cfg: TrainConfig, spec, fmt: str, tset: str) -> tuple:
     "(batch builder, matches per concept, forget pairs, retain pairs): indexed pairs, or with --stream a streamed retain set."
-    from hac.pairs import PairBatches, StreamBatches, open_pairs, split_pairs
     kw = dict(batch_size=cfg.batch_size, forget_batch=cfg.forget_batch, seed=cfg.seed, template_set=tset)
     if args.stream:   # forget pairs indexed, retain pairs streamed by webdataset (shard sets too large to index)
         data = StreamBatches(args.data, spec, image_format=fmt, **kw)
@@ -240,8 +242,6 @@ def _real_builder(args, cfg: TrainConfig, spec, fmt: str, tset: str) -> tuple:
 
 def real_data(args, cfg: TrainConfig, model) -> tuple:
     "(batch builder, evaluator, sources) of `hac unlearn --data SPEC --eval-images DIR` for `model`."
-    from hac.pairs import forget_concepts
-    from hac.zeroshot import FolderEval, model_input
     if (args.data is None) != (args.eval_images is None):
         raise ValueError("--data and --eval-images go together: the pairs to unlearn from and the folder to evaluate on")
     fmt = "tiny" if model_input(model)[0] == 1 else "full"
@@ -261,12 +261,10 @@ def real_data(args, cfg: TrainConfig, model) -> tuple:
 # %% ../nbs/07_cli.ipynb #c3d4e5f6
 def run_training(args) -> int:
     "func of the training commands: build the config (and for --data the model, pairs and evaluator), train, report."
-    from hac.train import train, TrainingDiverged, dist_info
     try:
         cfg = _out_dir(args, config_from_args(args))
         model = data = ev = sources = None
         if args.command == "unlearn":
-            from hac.zeroshot import resolve_model
             model = resolve_model(args.model, cache_dir=args.cache_dir, download=args.download)
             if args.data is not None or args.eval_images is not None: data, ev, sources = real_data(args, cfg, model)
         res = train(cfg, data=data, evaluator=ev, model=model, num_workers=_workers(args, cfg) if data is not None else 0,
@@ -299,7 +297,6 @@ def add_retrain(sub):
 
 # %% ../nbs/07_cli.ipynb #f100000a
 def _concept_help() -> str:
-    from hac.data import load_taxonomy
     return ", ".join(load_taxonomy().concepts)
 
 def _add_real_data(p):

@@ -8,7 +8,7 @@ __all__ = ['METHODS', 'UNLEARN_METHODS', 'TRAIN_PARAMS', 'METHOD_FIELDS', 'OPTIO
 
 # %% ../nbs/04a_config.ipynb #8233ccc1
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .core import atomic_write_json, patch_to, strict_from_dict

@@ -21,7 +21,8 @@ import torch
 
 # %% auto #0
 __all__ = ['repo_root', 'atomic_file', 'atomic_write_text', 'json_text', 'atomic_write_json', 'atomic_save', 'git_commit',
-           'params_hash', 'fingerprint', 'kernel_id', 'content_key', 'Store', 'strict_from_dict', 'patch_to']
+           'params_hash', 'fingerprint', 'kernel_id', 'content_key', 'Store', 'strict_from_dict', 'patch_to',
+           'pick_device', 'default_workers', 'refuse_finished']
 
 # %% ../nbs/00a_core.ipynb #f4282699
 def repo_root() -> Path:
@@ -168,3 +169,23 @@ def patch_to(cls, as_prop: bool = False, cls_method: bool = False):
         setattr(cls, f.__name__, property(f) if as_prop else classmethod(f) if cls_method else f)
         return sys._getframe(1).f_globals.get(f.__name__)   # the caller's module keeps what it had under that name
     return add
+
+# %% ../nbs/00a_core.ipynb #407b2a69
+def pick_device(device: str = "auto") -> torch.device:
+    "'auto' -> cuda when visible, else cpu; 'cuda' without a GPU raises."
+    if device == "auto": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but no CUDA device is visible: use --device cpu (or auto)")
+    return dev
+
+def default_workers(num_workers: int | None, device) -> int:
+    "`num_workers`, else min(8, CPUs) on CUDA and 0 on CPU (DataLoader workers)."
+    if num_workers is not None: return num_workers
+    return min(8, os.cpu_count() or 1) if torch.device(device).type == "cuda" else 0
+
+def refuse_finished(out_dir, overwrite: bool = False) -> None:
+    "Raise FileExistsError when `out_dir` holds a finished run (metrics.json) and `overwrite` is not set."
+    if out_dir is not None and (Path(out_dir) / "metrics.json").exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} already holds a finished run (metrics.json): choose another --out or pass "
+                              f"--overwrite")

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import rankdata, wilcoxon
 from .concepts import resolve_forget
-from .evaluate import _as_labels, encode_images, model_curv
+from .evaluate import encode_images, model_curv
+from .metrics import as_labels
 from .lorentz import dist0, pairwise_dist, rowwise_dist
 
 # %% ../nbs/05c_drift.ipynb #1da72cff
@@ -227,7 +228,7 @@ def tree_error(
 ):
     "(tie, lca_depth), each (N,) int64: taxonomy edges between predicted and true class, and the depth of their LCA."
     classes = _check_classes(taxonomy, classes)
-    y_true, y_pred = _as_labels(y_true, "y_true"), _as_labels(y_pred, "y_pred")
+    y_true, y_pred = as_labels(y_true, "y_true"), as_labels(y_pred, "y_pred")
     if y_true.shape != y_pred.shape: raise ValueError(f"y_true {tuple(y_true.shape)} and y_pred {tuple(y_pred.shape)} differ in length")
     for y, nm in ((y_true, "y_true"), (y_pred, "y_pred")):
         if len(y) and (y.min() < 0 or y.max() >= len(classes)): raise ValueError(f"{nm} has indices outside [0, {len(classes)})")
@@ -289,7 +290,7 @@ def anchor_drifts(
     "Per-anchor DataFrame: modality (image/text), anchor (position), name (class/concept), group, the drifts, TIE and LCA depth."
     classes = _check_classes(taxonomy, classes)
     fc = forget_classes(forget, taxonomy, classes)
-    labels = _as_labels(labels, "labels")
+    labels = as_labels(labels, "labels")
     concepts = anchor_concepts(taxonomy, classes)
     _check_anchors(before, after, labels, concepts, len(classes))
     cb, ca = before["curv"], after["curv"]

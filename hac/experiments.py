@@ -13,7 +13,13 @@ import numpy as np
 import pandas as pd
 
 from .config import TrainConfig, pretrain_config, unlearn_config
-from .core import atomic_write_json, atomic_write_text, params_hash
+from .core import atomic_write_text, params_hash
+from .data import ANIMAL_MNIST_CLASSES, AnimalMNIST, templates
+from .evaluate import encode_images, evaluate_zero_shot, model_curv
+from .hyptsne import cosne, hyperbolic_tsne, tangent_features, tsne
+from .metrics import METRIC_KEYS
+from .stats import matched_forget
+from .train import train
 
 # %% auto #0
 __all__ = ['REACH_STATUSES', 'LR_RULES', 'UNIT_COLUMNS', 'PAIRINGS', 'TUNE_RULES', 'GAP_METRICS', 'HUB_GAP_METRICS',
@@ -41,7 +47,6 @@ def cached_train(cfg: TrainConfig, out_dir: str | Path) -> dict:
     "Train `cfg` into `out_dir` unless a finished run with the same config is there; returns its metrics."
     out = Path(out_dir)
     if _is_cached(cfg, out): return json.loads((out / "metrics.json").read_text())
-    from hac.train import train
     metrics = train(replace(cfg, out_dir=str(out), progress=False))["metrics"]
     # the resumable checkpoint (model + optimizer) is only needed while a run is unfinished
     (out / "checkpoint.pt").unlink(missing_ok=True)
@@ -122,7 +127,6 @@ def protocol(*, steps: int, # unlearning steps (the main budget)
 # %% ../nbs/09_experiments.ipynb #c31d18c0
 def record(metrics: dict, **meta) -> dict:
     "Flatten a run's metrics into one row (accuracies in %), with identifying `meta` fields first."
-    from hac.evaluate import METRIC_KEYS
     row = dict(meta)
     short = {"acc": "acc", "forget_acc": "forget", "retain_acc": "retain"}
     for when in ("before", "after"):
@@ -198,7 +202,6 @@ def pretrained_from_run(runs_root: str | Path, profile: str) -> dict[str, Path]:
 def eval_images(n: int = 0, *, seed: int = 0, data_seed: int = 0):
     "(images (N,1,28,28) in [0,1], labels (N,)) from the test split: all of it (n=0) or a class-stratified subset of n."
     import torch
-    from hac.data import AnimalMNIST
     ds = AnimalMNIST("test", seed=data_seed)
     labels = ds.labels
     if n and n < len(labels):
@@ -214,8 +217,6 @@ def eval_images(n: int = 0, *, seed: int = 0, data_seed: int = 0):
 def evaluate_model(model, images, labels, *, forget: list[int], class_names=None, template_set: str = "animal_mnist") -> dict:
     "Zero-shot report of `model` (see `hac.evaluate.evaluate_zero_shot`) with numpy confusion/text_sim."
     import numpy as np
-    from hac.data import ANIMAL_MNIST_CLASSES, templates
-    from hac.evaluate import evaluate_zero_shot
     names = list(class_names or ANIMAL_MNIST_CLASSES)
     rep = evaluate_zero_shot(model, images, labels, names, templates(template_set), forget=list(forget))
     rep["confusion"] = np.asarray(rep["confusion"])
@@ -226,7 +227,6 @@ def evaluate_model(model, images, labels, *, forget: list[int], class_names=None
 def _map_2d(method: str, X, curv, *, perplexity: float, n_iter: int, seed: int):
     "(N, 2) map of features `X` (N, D) by `method`; `curv` None for CLIP, MERU's curvature otherwise."
     import numpy as np
-    from hac.hyptsne import cosne, hyperbolic_tsne, tangent_features, tsne
     if method == "tsne":
         Y = tsne((X if curv is None else tangent_features(X, curv=curv)).numpy(), perplexity=perplexity, n_iter=n_iter,
                  metric="cosine" if curv is None else "euclidean", seed=seed)
@@ -244,8 +244,6 @@ def embedding_maps(model, images, labels, *, methods=("tsne",), n_iter: int = 25
                    class_names=None, template_set: str = "animal_mnist", perplexity: float = 30.0) -> pd.DataFrame:
     "2-D maps of image embeddings and class-prototype texts: columns method, kind, label, x, y."
     import torch
-    from hac.data import ANIMAL_MNIST_CLASSES, templates
-    from hac.evaluate import encode_images, model_curv
     names = list(class_names or ANIMAL_MNIST_CLASSES)
     with torch.no_grad():
         feats = encode_images(model, images)
@@ -270,7 +268,6 @@ def steps_to_target(steps, # (T,) logged steps, increasing, starting at 0 (the m
                     target: float, # the common forget level (%), fixed before the runs
                    ) -> dict: # status (one of REACH_STATUSES), step and retain at the crossing (NaN unless reached)
     "Where a trajectory first reaches `forget <= target` after the start, interpolated; 'at_start' runs get no numbers."
-    from hac.stats import matched_forget
     m = matched_forget(steps, forget, retain, target)   # checks the arrays
     if float(np.asarray(steps, dtype=float)[0]) != 0:
         raise ValueError(f"steps_to_target: the trajectory must start at step 0 (the model before unlearning), got {steps[0]}")

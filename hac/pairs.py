@@ -232,12 +232,6 @@ class AnimalMNISTBatches:
         self.images, self.labels = self.train.images, self.train.labels  # (N, 28, 28) uint8, (N,)
         self._set_forget(forget if method != "pretrain" else ())
 
-    @classmethod
-    def from_config(cls, cfg) -> "AnimalMNISTBatches":
-        "The builder a `TrainConfig` describes."
-        return cls(cfg.forget, method=cfg.method, batch_size=cfg.batch_size, forget_batch=cfg.forget_batch,
-                   leaf_share=cfg.leaf_share, seed=cfg.seed, data_seed=cfg.data_seed)
-
 # %% ../nbs/02b_pairs.ipynb #2ebd2af3
 @patch_to(AnimalMNISTBatches)
 @torch.no_grad()

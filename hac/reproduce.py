@@ -16,14 +16,14 @@ import sys
 import tarfile
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
-from .core import atomic_file, atomic_write_json, atomic_write_text, git_commit, params_hash, repo_root
+from .core import atomic_write_json, git_commit, params_hash, repo_root
+from . import __version__
 
 # %% auto #0
 __all__ = ['PROFILES', 'K_SPREAD', 'TOLERANCES', 'Z95', 'OUTSIDE_SHARE', 'K_FAR', 'Experiment', 'load_manifest', 'profile_params',
@@ -127,7 +127,6 @@ def _is_done(done: Path, key: str) -> bool:
 # %% ../nbs/08_reproduce.ipynb #20a7b096
 def _write_run_config(rdir: Path, exp: Experiment, profile: str, inject: dict, root: Path) -> Path:
     "rdir/config.json: experiment, profile, injected parameters, package version, git commit and start time."
-    from hac import __version__
     return atomic_write_json(rdir / "config.json", {"experiment": exp.name, "profile": profile, "parameters": inject,
                                                     "hac_version": __version__, "git_commit": git_commit(root),
                                                     "started": datetime.now(timezone.utc).isoformat()})
@@ -250,7 +249,7 @@ def reproduce(profile: str = "quick", *, only: list | None = None, force: bool =
     todo = _selection(exps, params, profile, only)
     runs_root = Path(runs_root) if runs_root else root / "runs"
     # the frozen text tower's features and the evaluation of each run's starting model, computed once per machine for
-    # every notebook and worker (hac.models.pooled_chunk, hac.evaluate.stored_eval; bit-identical to computing them anew)
+    # every notebook and worker (hac.models.pooled_chunk, hac.evaluators.stored_eval; bit-identical to computing them anew)
     os.environ.setdefault("HAC_TEXT_CACHE", str((runs_root / "_cache" / "text").resolve()))
     os.environ.setdefault("HAC_EVAL_CACHE", str((runs_root / "_cache" / "eval").resolve()))
     given, out_dir = out_dir, _figures_dir(root, runs_root, profile, out_dir)

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['dist_info', 'setup_distributed', 'gather_batch', 'lr_factor', 'select_parameters', 'check_data_format',
            'make_objective', 'rng_state', 'set_rng_state', 'seed_everything', 'write_history', 'TrainingDiverged',
-           'architecture', 'train']
+           'architecture', 'default_batches', 'default_evaluator', 'train']
 
 # %% ../nbs/04_train.ipynb #7023dfdc
 import copy
@@ -22,19 +22,19 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import hac
 from . import data as D
-from . import evaluate as EV
+from . import evaluators as EV
 from . import losses as LS
 from . import methods as M
-from .config import TrainConfig, pretrain_config, unlearn_config
+from .config import TrainConfig
 from .core import atomic_file, atomic_save, atomic_write_json, git_commit
 from .models import build_model, tiny_config
-from .checkpoints import save_checkpoint
+from .checkpoints import resolve_model, save_checkpoint
 from .pairs import AnimalMNISTBatches, batches
+
 
 # %% ../nbs/04_train.ipynb #260f6c31
 def dist_info() -> tuple[int, int, int]:
@@ -252,7 +252,6 @@ def _build(cfg: TrainConfig, device, model=None):
     "The model a run starts from (new for pretrain/retrain, given or loaded otherwise) and its frozen copy (HAC, NEEDS_FROZEN)."
     if cfg.method in ("pretrain", "retrain"): model = build_model(tiny_config(cfg.model, **cfg.model_overrides))
     elif model is None:
-        from hac.zeroshot import resolve_model   # a checkpoint path, a released name or open_clip:ARCH@TAG
         model = resolve_model(cfg.model_path)
     model.to(device)
     frozen = copy.deepcopy(model).eval().requires_grad_(False) if cfg.method == "hac" or cfg.method in M.NEEDS_FROZEN \
@@ -307,17 +306,27 @@ def architecture(model: nn.Module) -> str:
     cfg = getattr(model, "config", None)
     return cfg.kind if cfg is not None else f"open_clip:{getattr(model, 'open_clip_name', None) or type(model).__name__}"
 
+def default_batches(cfg: TrainConfig) -> AnimalMNISTBatches:
+    "The Animal-MNIST batch builder a config describes (the data source of `train` when none is given)."
+    return AnimalMNISTBatches(cfg.forget, method=cfg.method, batch_size=cfg.batch_size, forget_batch=cfg.forget_batch,
+                              leaf_share=cfg.leaf_share, seed=cfg.seed, data_seed=cfg.data_seed)
+
+def default_evaluator(cfg: TrainConfig, data: AnimalMNISTBatches) -> EV.AnimalMNISTEval:
+    "The Animal-MNIST evaluator a config describes, for the batches `data` (the evaluator of `train` when none is given)."
+    return EV.AnimalMNISTEval(data, data_seed=cfg.data_seed, probe_size=cfg.probe_size, test_size=cfg.test_size,
+                              heldout=cfg.heldout, mia_size=cfg.mia_size)
+
 def _setup(cfg: TrainConfig, data, evaluator, model, sources: dict | None):
     "(run, optimizer, scheduler, objective, parameter groups, start step): everything checked, nothing written yet."
     if cfg.threads: torch.set_num_threads(cfg.threads)
     rank, world, device = setup_distributed(cfg.device)
     seed_everything(cfg.seed + rank)
     torch.manual_seed(cfg.seed)                        # identical initialization on every process
-    data = data if data is not None else AnimalMNISTBatches.from_config(cfg)
+    data = data if data is not None else default_batches(cfg)
     model, frozen = _build(cfg, device, model)
     check_data_format(data, model)
     seed_everything(cfg.seed + rank)
-    evaluator = evaluator if evaluator is not None else EV.AnimalMNISTEval.from_config(cfg, data)
+    evaluator = evaluator if evaluator is not None else default_evaluator(cfg, data)
     if hasattr(evaluator, "bind"): evaluator.bind(model)
     vocab = list(data.vocabulary or [])
     if hasattr(model.textual, "precompute"): model.textual.precompute(vocab + evaluator.texts())
@@ -386,7 +395,7 @@ def _gather_rng(world: int):
 # %% ../nbs/04_train.ipynb #e4f5a6b7
 def train(cfg: TrainConfig,
           data=None, # a batch builder (hac.pairs); default: Animal-MNIST as cfg says
-          evaluator=None, # probe/full evaluator (hac.evaluate.AnimalMNISTEval, hac.zeroshot.FolderEval); default: Animal-MNIST's
+          evaluator=None, # probe/full evaluator (hac.evaluators.AnimalMNISTEval, hac.evaluators.FolderEval); default: Animal-MNIST's
           model=None, # an already loaded model to unlearn (default: cfg.model_path)
           num_workers: int = 0, # DataLoader workers preparing batches
           sources: dict | None = None, # descriptions of data and evaluator, recorded in config.json

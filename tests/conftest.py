@@ -19,11 +19,10 @@ def _rgb(path, seed, size=(64, 48)):
 
 
 @pytest.fixture(scope="session")
-def real_world(tmp_path_factory):
-    "Paths of: meru/clip ViT-S checkpoints (MERU's released layout), eval folder, names, concepts, CSV, shards."
-    import webdataset as wds
+def vit_s_checkpoints(tmp_path_factory):
+    "{'meru_vit_s': path, 'clip_vit_s': path}: random ViT-S weights (torch seed 0, MERU first) in MERU's released layout, built once."
     from hac.models import build_model, full_config
-    t = tmp_path_factory.mktemp("real")
+    t = tmp_path_factory.mktemp("vit_s")
     torch.manual_seed(0)
     ck = {}
     for name in ("meru_vit_s", "clip_vit_s"):
@@ -31,6 +30,15 @@ def real_world(tmp_path_factory):
         ck[name] = t / f"{name}.pth"   # the released layout: the state dict under "model", trainer state beside it
         torch.save({"model": m.state_dict(), "optimizer": {}, "scheduler": {}, "iteration": 120000}, ck[name])
         del m
+    return ck
+
+
+@pytest.fixture(scope="session")
+def real_world(tmp_path_factory, vit_s_checkpoints):
+    "Paths of: meru/clip ViT-S checkpoints (MERU's released layout), eval folder, names, concepts, CSV, shards."
+    import webdataset as wds
+    t = tmp_path_factory.mktemp("real")
+    ck = dict(vit_s_checkpoints)
     val = t / "val"
     for k, cls in enumerate(["beagle", "pug", "tabby_cat", "sorrel"]):
         (val / cls).mkdir(parents=True)

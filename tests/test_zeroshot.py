@@ -13,11 +13,12 @@ import torch
 from PIL import Image
 
 from hac.cli import main
-from hac.evaluate import confusion_matrix
+from hac.metrics import confusion_matrix
 from hac.models import MERU, build_model, full_config
 from hac.checkpoints import load_checkpoint
-from hac.zeroshot import (ZeroShotFolder, confusion_dense, evaluate_folder, load_classnames, load_concepts,
-                          parse_model_spec, read_metrics)
+from hac.zeroshot import ZeroShotFolder, confusion_dense, load_classnames, load_concepts
+from hac.evaluators import evaluate_folder, read_metrics
+from hac.checkpoints import parse_model_spec
 
 torch.set_num_threads(1)
 NAMES = ["beagle", "pug", "tabby cat"]          # folder order (sorted): beagle, pug, tabby_cat
@@ -35,13 +36,9 @@ def _folder(root, classes, n, side, mode, seed=0):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, vit_s_checkpoints):
     t = tmp_path_factory.mktemp("zs")
-    torch.manual_seed(0)
-    m = build_model(full_config("meru_vit_s"))
-    ckpt = t / "meru_vit_s.pth"   # MERU's released layout: the state dict under "model", trainer state beside it
-    torch.save({"model": m.state_dict(), "optimizer": {}, "scheduler": {}, "iteration": 120000}, ckpt)
-    del m
+    ckpt = vit_s_checkpoints["meru_vit_s"]   # MERU's released layout (conftest)
     (t / "names.txt").write_text("\n".join(NAMES) + "\n")
     (t / "concepts.json").write_text(json.dumps({"dog": ["beagle", "pug"], "cat": [2]}))
     (t / "templates.txt").write_text("\n".join(TEMPLATES) + "\n")

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .config import TrainConfig, pretrain_config, unlearn_config
-from .core import atomic_write_text, params_hash
+from .core import params_hash
 from .data import ANIMAL_MNIST_CLASSES, AnimalMNIST, templates
 from .evaluate import encode_images, evaluate_zero_shot, model_curv
 from .hyptsne import cosne, hyperbolic_tsne, tangent_features, tsne
@@ -24,9 +25,8 @@ from .train import train
 # %% auto #0
 __all__ = ['REACH_STATUSES', 'LR_RULES', 'UNIT_COLUMNS', 'PAIRINGS', 'TUNE_RULES', 'GAP_METRICS', 'HUB_GAP_METRICS',
            'cached_train', 'pretrain_job', 'unlearn_dir', 'unlearn_job', 'pretrained', 'unlearn', 'train_many',
-           'history', 'protocol', 'record', 'mean_std', 'fmt_mean_std', 'format_table', 'write_table',
-           'pretrained_from_run', 'eval_images', 'evaluate_model', 'embedding_maps', 'steps_to_target', 'choose_lr',
-           'protocol_jobs', 'unit_row', 'paired_effects', 'tune_lr', 'grad_evals', 'gaps']
+           'history', 'protocol', 'record', 'eval_images', 'evaluate_model', 'embedding_maps', 'steps_to_target',
+           'choose_lr', 'protocol_jobs', 'unit_row', 'paired_effects', 'tune_lr', 'grad_evals', 'gaps']
 
 # %% ../nbs/09_experiments.ipynb #72f0b316
 _VOLATILE = ("progress", "out_dir", "resume", "save_model")   # none changes a number a run writes
@@ -138,70 +138,9 @@ def record(metrics: dict, **meta) -> dict:
     row["train_time_s"] = metrics.get("train_time_s")
     return row
 
-# %% ../nbs/09_experiments.ipynb #379f996b
-def mean_std(df: pd.DataFrame, by: list[str], cols: list[str]) -> pd.DataFrame:
-    "Mean, sample std and count of `cols` per group of `by` (columns `<col>_mean`, `<col>_std`, `n`)."
-    missing = [c for c in [*by, *cols] if c not in df.columns]
-    if missing:
-        raise ValueError(f"mean_std: columns {missing} not in the records (have {list(df.columns)})")
-    g = df.groupby(by, sort=False)
-    out = g[cols].agg(["mean", "std"])
-    out.columns = [f"{c}_{s}" for c, s in out.columns]
-    out["n"] = g.size()
-    return out.reset_index()
-
-# %% ../nbs/09_experiments.ipynb #5ae0a9f6
-def fmt_mean_std(mean: float, std: float, digits: int = 1) -> str:
-    "'mean ± std' ('mean' alone when std is undefined, i.e. one seed)."
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)): return "n/a"
-    if std is None or (isinstance(std, float) and math.isnan(std)): return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-def format_table(stats: pd.DataFrame, by: list[str], cols: dict[str, str], digits: int = 1) -> pd.DataFrame:
-    "Human table from `mean_std` output: `by` columns, then `cols` (stat name -> header) as 'mean ± std', then n."
-    t = stats[by].copy()
-    for c, header in cols.items():
-        t[header] = [fmt_mean_std(m, s, digits) for m, s in zip(stats[f"{c}_mean"], stats[f"{c}_std"])]
-    t["seeds"] = stats["n"].astype(int)
-    return t
-
-# %% ../nbs/09_experiments.ipynb #fef13669
-def write_table(stats: pd.DataFrame, table: pd.DataFrame, stem: str | Path, caption: str) -> list[Path]:
-    "Write `stem`.csv (numbers), `stem`.md and `stem`.tex (formatted), atomically; returns the paths."
-    stem = Path(stem)
-    md = f"{caption}\n\n" + table.to_markdown(index=False) + "\n" if _has_tabulate() else _md_table(table, caption)
-    tex = table.to_latex(index=False, caption=caption, label=f"tab:{stem.name}", escape=True).replace("±", r"$\pm$")
-    return [atomic_write_text(f"{stem}.csv", stats.to_csv(index=False)),
-            atomic_write_text(f"{stem}.md", md), atomic_write_text(f"{stem}.tex", tex)]
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-        return True
-    except ImportError:
-        return False
-
-def _md_table(t: pd.DataFrame, caption: str) -> str:
-    "Markdown table without the optional `tabulate` dependency."
-    head = "| " + " | ".join(map(str, t.columns)) + " |\n|" + "---|" * len(t.columns) + "\n"
-    rows = "".join("| " + " | ".join(map(str, r)) + " |\n" for r in t.itertuples(index=False))
-    return f"{caption}\n\n" + head + rows
-
 # %% ../nbs/09_experiments.ipynb #df4abdd7
-def pretrained_from_run(runs_root: str | Path, profile: str) -> dict[str, Path]:
-    "Checkpoint paths {'clip': ..., 'meru': ...} recorded by the pretraining notebook of `profile`."
-    rec = Path(runs_root) / "pretrain" / profile / "metrics.json"
-    if not rec.exists():
-        raise FileNotFoundError(f"no pretraining record at {rec}: run `hac reproduce --profile {profile} --only pretrain` first")
-    paths = {k: Path(v["checkpoint"]) for k, v in json.loads(rec.read_text())["models"].items()}
-    missing = [str(p) for p in paths.values() if not p.exists()]
-    if missing:
-        raise FileNotFoundError(f"pretrained checkpoints {missing} are gone: re-run `hac reproduce --profile {profile} --only pretrain`")
-    return paths
-
 def eval_images(n: int = 0, *, seed: int = 0, data_seed: int = 0):
     "(images (N,1,28,28) in [0,1], labels (N,)) from the test split: all of it (n=0) or a class-stratified subset of n."
-    import torch
     ds = AnimalMNIST("test", seed=data_seed)
     labels = ds.labels
     if n and n < len(labels):
@@ -243,7 +182,6 @@ def _map_2d(method: str, X, curv, *, perplexity: float, n_iter: int, seed: int):
 def embedding_maps(model, images, labels, *, methods=("tsne",), n_iter: int = 250, seed: int = 0,
                    class_names=None, template_set: str = "animal_mnist", perplexity: float = 30.0) -> pd.DataFrame:
     "2-D maps of image embeddings and class-prototype texts: columns method, kind, label, x, y."
-    import torch
     names = list(class_names or ANIMAL_MNIST_CLASSES)
     with torch.no_grad():
         feats = encode_images(model, images)

@@ -1,4 +1,4 @@
-"""Tests of hac.data: safe loading, splits, taxonomy, captions, forget/retain, real photos (RedCaps and shard readers: test_pairs.py)."""
+"""Tests of hac.data: safe loading, splits, taxonomy, captions, forget/retain, real photos."""
 import gzip
 import json
 import os

@@ -1,4 +1,4 @@
-"""Tests of hac.pairs' readers of RedCaps folders and TAR shards, and of caption matching against forget concepts."""
+"""Tests of hac.pairs' readers of RedCaps annotations, folders and TAR shards, and of caption matching against forget concepts."""
 import io
 import json
 import pickle
@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from hac import data as D
-from hac.pairs import forget_concepts, matched, open_pairs, redcaps_pairs, shard_pairs, split_pairs
+from hac.pairs import (_concept_matchers, forget_concepts, load_redcaps_annotations, matched, open_pairs, redcaps_pairs,
+                       shard_pairs, split_pairs)
 
 
 def _png(path, value, size=(20, 30)):
@@ -65,7 +66,7 @@ def test_redcaps_folder_counts(redcaps):
 
 
 def test_redcaps_single_file_keyword_only(redcaps):
-    anns = D.load_redcaps_annotations(redcaps / "annotations" / "a.json")
+    anns = load_redcaps_annotations(redcaps / "annotations" / "a.json")
     assert [a["image_id"] for a in anns] == ["r1", "r2", "r3", "r4"]
     cat = forget_concepts(["cat"])                                    # keywords only: the taxonomy's terms of cat
     assert [matched(a, cat) for a in anns] == [None, "cat", "cat", None]   # r2 "kitten", r3 "a cat"
@@ -129,7 +130,7 @@ def test_redcaps_errors(tmp_path, redcaps):
     with pytest.raises(FileNotFoundError, match="TAR shard"):
         shard_pairs(tmp_path / "missing.tar")
     with pytest.raises(ValueError, match="'subreddits' and/or 'keywords'"):
-        D._concept_matchers({"dog": {"keyword": ["dog"]}})
+        _concept_matchers({"dog": {"keyword": ["dog"]}})
     bad = tmp_path / "bad.json"; bad.write_text(json.dumps({"annotations": [{"image_id": "x", "caption": "c"}]}))
     with pytest.raises(ValueError, match=r"lacks \['subreddit'\]"):
-        D.load_redcaps_annotations(bad)
+        load_redcaps_annotations(bad)

@@ -4,13 +4,10 @@
 
 # %% ../nbs/01_models.ipynb #7c1e7a2b
 from __future__ import annotations
-import hashlib
 import math
-import os
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

@@ -4,13 +4,10 @@
 
 # %% ../nbs/01_models.ipynb #7c1e7a2b
 from __future__ import annotations
-import hashlib
 import math
-import os
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -491,15 +488,6 @@ def zero_shot_logits(self, images: torch.Tensor, # (B, C, H, W) pixels in [0, 1]
     return self.similarity(self.encode_image(images), prototypes)
 
 # %% ../nbs/01_models.ipynb #8373ff9b
-@patch_to(ContrastiveModel)
-def precompute_text(self, texts: list[str]):
-    "Warm the text cache of a frozen MiniLM tower with `texts` (no-op for other towers)."
-    if hasattr(getattr(self, "textual", None), "precompute"): self.textual.precompute(self._check_texts(texts))
-
-@patch_to(ContrastiveModel)
-def clear_text_cache(self):
-    if hasattr(getattr(self, "textual", None), "clear_cache"): self.textual.clear_cache()
-
 @patch_to(ContrastiveModel)
 def num_parameters(self) -> dict:
     "Parameter counts: total, trainable, and per tower."

@@ -220,7 +220,7 @@ def test_minilm_cache_and_partial_unfreezing(tiny):
     torch.testing.assert_close(a, b.flip(0), rtol=0, atol=1e-6)
     with torch.no_grad():
         torch.testing.assert_close(a, t.ln_final(t.pooled(CAPS)), rtol=1e-4, atol=1e-4)
-    tiny["clip"].precompute_text(["a zebra", "a horse"])
+    t.precompute(["a zebra", "a horse"])
     assert "a zebra" in t._cache
     tiny["clip"].load_state_dict(tiny["clip"].state_dict())   # loading weights invalidates the cache
     assert len(t._cache) == 0
@@ -245,7 +245,7 @@ def test_minilm_cache_and_partial_unfreezing(tiny):
 def test_cache_filled_under_inference_mode_then_training(tiny):
     "Evaluation (inference_mode) fills the frozen-text cache; a later training step must still backpropagate."
     m = tiny["meru"]
-    m.clear_text_cache()
+    m.textual.clear_cache()
     with torch.inference_mode():
         m.class_prototypes(["dog", "cat"], ["a photo of a {}."])
         m.encode_text(CAPS)

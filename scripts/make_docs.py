@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]   # this checkout's hac (API pages) even where .venv is another's
 from make_readme import render  # noqa: E402
 
 DOCS = ROOT / "docs"

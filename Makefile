@@ -58,7 +58,9 @@ reproduce-quick: install
 bench: install
 	$(BIN)/python benchmarks/run.py
 
-# docs site, offline, into site/ (not part of `make test`): its own pinned stack in its own venv, made on first use
+# docs site, offline, into site/ (not part of `make test`): its own pinned stack in its own venv, made on first use.
+# make_docs.py executes the library notebooks with the project venv's kernel (a failing one stops the build, named)
+# so the pages show the lessons' outputs; the committed notebooks stay without outputs
 DOCS_VENV := .venv-docs
 DOCS_STAMP := $(DOCS_VENV)/.hac-docs-installed
 $(DOCS_STAMP): requirements-docs.txt

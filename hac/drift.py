@@ -6,7 +6,7 @@
 __all__ = ['GROUPS', 'DRIFTS', 'TABLE_COLUMNS', 'forget_classes', 'class_groups', 'anchor_concepts', 'concept_groups',
            'ancestor_mask', 'radial_drift', 'cosine_gram', 'angular_drift', 'cross_modal_drift', 'pair_distance',
            'paired_drift', 'toward_ancestors', 'tree_error', 'embed_anchors', 'anchor_drifts', 'drift_summary',
-           'drift_anchors', 'drift_table', 'paired_wilcoxon', 'drift_tests']
+           'drift_anchors', 'paired_wilcoxon', 'drift_tests']
 
 # %% ../nbs/05c_drift.ipynb #d88663ce
 import math
@@ -356,22 +356,6 @@ def drift_anchors(
     "Per-anchor drifts of an update (see `anchor_drifts`), from the two models."
     emb = [embed_anchors(m, images, taxonomy, classes, templates, batch_size=batch_size) for m in (model_before, model_after)]
     return anchor_drifts(*emb, labels, taxonomy=taxonomy, classes=classes, forget=forget)
-
-def drift_table(
-    model_before,   # hac.models model before the update
-    model_after,    # the model after (same geometry)
-    images,         # (N, C, H, W) images in [0, 1]
-    labels,         # (N,) class indices into classes
-    taxonomy,       # hac.data.Taxonomy
-    classes,        # C class names
-    templates,      # prompt templates
-    forget,         # forget class indices or concept names
-    *,
-    batch_size=256, # image batch size
-):
-    "DataFrame, one row per group (forget, sibling, far): the mean drifts, toward_ancestor, TIE, LCA depth, n (and more, see `drift_summary`)."
-    return drift_summary(drift_anchors(model_before, model_after, images, labels, taxonomy, classes, templates, forget,
-                                       batch_size=batch_size))
 
 # %% ../nbs/05c_drift.ipynb #f274e01a
 def paired_wilcoxon(

@@ -29,17 +29,30 @@ from .concepts import resolve_forget
 from .core import patch_to
 from .data import Taxonomy, check_image_format, load_image, load_taxonomy
 
-# %% ../nbs/02b_pairs.ipynb #d6034c80
-def load_redcaps_annotations(paths: str | Path | Sequence[str | Path]) -> list[dict]:
-    "Records from RedCaps annotation JSON files (or folders of them); each has image_id, subreddit, caption."
+# %% ../nbs/02b_pairs.ipynb #92a6b2c5
+def _files_in(paths, # a path, or a list of them: files, folders, and with `globs` glob patterns
+              pattern: str, # the files a folder contributes, e.g. "*.json" (sorted)
+              missing: str, # error for a path that names nothing, "{}" = the path
+              empty: str, # error when no file results, "{}" = `paths`
+              globs: bool = False) -> list[Path]:
+    "The files `paths` name, in order: a file itself, a folder's `pattern` files, a glob's matches (with `globs`)."
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     files = []
     for p in map(Path, paths):
-        if p.is_dir(): files += sorted(p.glob("*.json"))
+        if p.is_dir(): files += sorted(p.glob(pattern))
         elif p.is_file(): files.append(p)
-        else: raise FileNotFoundError(f"RedCaps annotations {p} not found; expected annotation .json files "
-                                      f"({{'info': ..., 'annotations': [{{'image_id', 'subreddit', 'caption'}}, ...]}}) or a folder of them")
-    if not files: raise FileNotFoundError(f"no .json annotation files in {paths}")
+        else:
+            hits = sorted(map(Path, glob.glob(str(p)))) if globs and any(ch in str(p) for ch in "*?[") else []
+            if not hits: raise FileNotFoundError(missing.format(p))
+            files += hits
+    if not files: raise FileNotFoundError(empty.format(paths))
+    return files
+
+# %% ../nbs/02b_pairs.ipynb #d6034c80
+def load_redcaps_annotations(paths: str | Path | Sequence[str | Path]) -> list[dict]:
+    "Records from RedCaps annotation JSON files (or folders of them); each has image_id, subreddit, caption."
+    files = _files_in(paths, "*.json", "RedCaps annotations {} not found; expected annotation .json files ({{'info': ..., "
+                      "'annotations': [{{'image_id', 'subreddit', 'caption'}}, ...]}}) or a folder of them", "no .json annotation files in {}")
     out = []
     for f in files:
         try: doc = json.loads(Path(f).read_text())
@@ -83,17 +96,8 @@ class Pairs(Dataset):
 # %% ../nbs/02b_pairs.ipynb #59a3c852
 def _shard_files(shards) -> list[Path]:
     "The TAR files of shard paths, folders (their *.tar) and globs; missing ones raise."
-    shards = [shards] if isinstance(shards, (str, Path)) else list(shards)
-    files = []
-    for s in map(Path, shards):
-        if s.is_dir(): files += sorted(s.glob("*.tar"))
-        elif s.is_file(): files.append(s)
-        else:
-            hits = sorted(map(Path, glob.glob(str(s)))) if any(ch in str(s) for ch in "*?[") else []
-            if not hits: raise FileNotFoundError(f"TAR shard {s} not found; expected webdataset .tar files (<key>.jpg with <key>.json or <key>.txt)")
-            files += hits
-    if not files: raise FileNotFoundError(f"no .tar shards in {shards}; expected webdataset .tar files")
-    return files
+    return _files_in(shards, "*.tar", "TAR shard {} not found; expected webdataset .tar files (<key>.jpg with <key>.json or <key>.txt)",
+                     "no .tar shards in {}; expected webdataset .tar files", globs=True)
 
 def _scan_shards(shards) -> dict:
     "key -> {'jpg': (tar, member), 'json': dict, 'txt': str} from webdataset-style TAR shards."

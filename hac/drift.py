@@ -260,7 +260,7 @@ def embed_anchors(
         txt = model.class_prototypes(concepts, list(templates)).float()
         img = encode_images(model, images, batch_size=batch_size)
         protos = txt[[concepts.index(c) for c in classes]]
-        pred = model.similarity(img.to(txt.device), protos).float().argmax(1).cpu()
+        pred = model.logits(img.to(txt.device), protos).float().argmax(1).cpu()
     finally:
         model.train(was)
     return dict(images=_f64(img, "image embeddings"), texts=_f64(txt, "text embeddings"), pred=pred,

@@ -35,13 +35,13 @@ def learned_scalars(
 
 # %% ../nbs/05_evaluate.ipynb #8c206bbd
 def relearn_loss(
-    model,      # hac.models model: forward(images, texts) -> {"image", "text"}, similarity(a, b)
+    model,      # hac.models model: forward(images, texts) -> {"image", "text"}, logits(a, b)
     images,     # (B, C, H, W) images
     texts,      # B captions
 ):
-    "Symmetric InfoNCE over the batch on model.similarity (logits include the logit scale)."
+    "Symmetric InfoNCE over the batch on model.logits (logits include the logit scale)."
     out = model(images, texts)
-    logits = model.similarity(out["image"], out["text"]).float()
+    logits = model.logits(out["image"], out["text"]).float()
     tgt = torch.arange(len(logits), device=logits.device)
     return 0.5 * (F.cross_entropy(logits, tgt) + F.cross_entropy(logits.T, tgt))
 
@@ -131,7 +131,7 @@ class ToyModel(torch.nn.Module):
     def class_prototypes(self, classnames, templates):
         raw = torch.stack([self.encode_text([t.format(c) for t in templates], project=False).mean(0) for c in classnames])
         return self._lift(raw)
-    def similarity(self, a, b):
+    def logits(self, a, b):
         if self.geometry == "euclidean": return self.logit_scale * a @ b.T
         return -self.logit_scale * pairwise_dist(a, b, curv=self._curv)
     def forward(self, images, texts):
@@ -171,8 +171,8 @@ def evaluate_zero_shot(
     model.eval()
     protos = model.class_prototypes(list(class_names), list(templates)).float()
     feats = encode_images(model, images, batch_size=batch_size) if image_feats is None else torch.as_tensor(image_feats).float()
-    logits = model.similarity(feats.to(protos.device), protos).float().cpu()
-    text_sim = model.similarity(protos, protos).float().cpu()
+    logits = model.logits(feats.to(protos.device), protos).float().cpu()
+    text_sim = model.logits(protos, protos).float().cpu()
     model.train(was)
     rep = zero_shot_report(logits, labels, forget=forget)
     rep.update(logits=logits, image_feats=feats, prototypes=protos.cpu(), text_sim=text_sim)
@@ -289,7 +289,7 @@ def prompt_leakage(
     was = model.training
     model.eval()
     P = model.class_prototypes([p for _, p in rows], list(templates)).float()
-    sim = model.similarity(feats.to(P.device), P).float().cpu().T
+    sim = model.logits(feats.to(P.device), P).float().cpu().T
     model.train(was)
     rel = (labels == int(target))[None].expand(len(rows), -1)
     df = retrieval_scores(sim, rel)
@@ -315,7 +315,7 @@ def unlearning_scores(
     labels = as_labels(labels, "labels")
     protos = model.class_prototypes(list(class_names), list(templates)).float()
     feats = encode_images(model, images, batch_size=batch_size) if image_feats is None else torch.as_tensor(image_feats).float()
-    logits = model.similarity(feats.to(protos.device), protos).float().cpu()
+    logits = model.logits(feats.to(protos.device), protos).float().cpu()
     C = logits.shape[1]
     fm = torch.zeros(C, dtype=torch.bool); fm[check_forget(forget, C)] = True
     out = top1_accuracies(logits, labels, fm)
@@ -323,7 +323,7 @@ def unlearning_scores(
     out.update(forget_scores(logits, labels, forget=list(forget)) if len(forget) else {})
     if heldout is not None:
         ph = prompt_prototypes(model, heldout).float()
-        out.update(top1_accuracies(model.similarity(feats.to(ph.device), ph).float().cpu(), labels, fm, "heldout_"))
+        out.update(top1_accuracies(model.logits(feats.to(ph.device), ph).float().cpu(), labels, fm, "heldout_"))
     if getattr(model, "geometry", "euclidean") == "lorentz":
         out["image_radius"] = dist0(feats.double(), curv=model_curv(model)).mean().item()
     model.train(was)
@@ -367,7 +367,7 @@ def hierarchy_attachment(
     gone = {concepts[k] for k in resolve_forget(list(forget), taxonomy, class_names).gone}
     P = model.class_prototypes(concepts, list(templates)).float()
     feats = encode_images(model, images[keep]) if image_feats is None else torch.as_tensor(image_feats)[keep].float()
-    S = model.similarity(feats.to(P.device), P).float().cpu()
+    S = model.logits(feats.to(P.device), P).float().cpu()
     kinds, ranks, anc_idx = _attachments(S, labels[keep].tolist(), concepts, gone, taxonomy, class_names)
     out = {f"attach_{k}": kinds.count(k) / len(kinds) for k in ("forgotten", "ancestor", "retain_leaf", "other")}
     out["anchor_rank"] = float(np.nanmean(ranks))

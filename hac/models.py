@@ -427,7 +427,7 @@ class ContrastiveModel(nn.Module):
     def text_features(self, texts: list[str]) -> torch.Tensor: raise NotImplementedError
     def lift_image(self, raw: torch.Tensor) -> torch.Tensor: raise NotImplementedError
     def lift_text(self, raw: torch.Tensor) -> torch.Tensor: raise NotImplementedError
-    def similarity(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor: raise NotImplementedError
+    def logits(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor: raise NotImplementedError
     def _prototype(self, raw: torch.Tensor) -> torch.Tensor: raise NotImplementedError
     @property
     def logit_scale(self) -> torch.Tensor: raise NotImplementedError
@@ -485,7 +485,7 @@ def zero_shot_logits(self, images: torch.Tensor, # (B, C, H, W) pixels in [0, 1]
                      prototypes: torch.Tensor, # (K, D) from `class_prototypes`
                     ) -> torch.Tensor: # (B, K) float32 logits
     "Scores of each image against each class prototype (argmax = zero-shot prediction)."
-    return self.similarity(self.encode_image(images), prototypes)
+    return self.logits(self.encode_image(images), prototypes)
 
 # %% ../nbs/01_models.ipynb #8373ff9b
 @patch_to(ContrastiveModel)
@@ -545,10 +545,10 @@ def _prototype(self, raw): # (K, T, D) raw prompt features
     with _no_autocast(raw.device): return F.normalize(F.normalize(raw.float(), dim=-1).mean(1), dim=-1)
 
 @patch_to(CLIP)
-def similarity(self, image_emb: torch.Tensor, # (B, D) image embeddings (lifted)
+def logits(self, image_emb: torch.Tensor, # (B, D) image embeddings (lifted)
                text_emb: torch.Tensor, # (K, D) text embeddings (lifted)
               ) -> torch.Tensor: # (B, K) logits, float32
-    "scale * cosine similarity."
+    "Logits: scale * cosine similarity."
     with _no_autocast(image_emb.device):
         x, y = F.normalize(image_emb.float(), dim=-1), F.normalize(text_emb.float(), dim=-1)
         return self.logit_scale.float() * (x @ y.T)
@@ -606,7 +606,7 @@ def _prototype(self, raw): # mean in the tangent space of the origin, then alpha
     with _no_autocast(raw.device): return self.lift_text(raw.float().mean(1))
 
 @patch_to(MERU)
-def similarity(self, image_emb: torch.Tensor, # (B, D) points on the hyperboloid (space components)
+def logits(self, image_emb: torch.Tensor, # (B, D) points on the hyperboloid (space components)
                text_emb: torch.Tensor, # (K, D)
               ) -> torch.Tensor: # (B, K) logits, float32
     "-scale * Lorentz geodesic distance."

@@ -264,7 +264,7 @@ def _stream_top5(model, dl: DataLoader, protos: torch.Tensor, dev: torch.device,
         it = tqdm(dl, desc="hac eval", unit="batch")
     for x, y in it:
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model.similarity(model.encode_image(x.to(dev, non_blocking=True)), protos).float()
+            logits = model.logits(model.encode_image(x.to(dev, non_blocking=True)), protos).float()
         top = logits.topk(min(5, K), dim=1).indices.cpu()
         ys.append(y); preds.append(top[:, 0]); hits5 += (top == y[:, None]).any(1).sum().item()
     return torch.cat(ys), torch.cat(preds), hits5
@@ -285,7 +285,7 @@ def _folder_report(y: torch.Tensor, p: torch.Tensor, hits5: int, classnames: Seq
 
 # %% ../nbs/05a_zeroshot.ipynb #1ca3955e
 @torch.no_grad()
-def zero_shot_folder(model, # a hac.models model (encode_image, class_prototypes, similarity)
+def zero_shot_folder(model, # a hac.models model (encode_image, class_prototypes, logits)
                      ds: ZeroShotFolder, # the images and the label set
                      templates: Sequence[str], # prompt templates with one '{}'
                      *, forget: Sequence[int] = (), # forget class indices (into ds.classnames)

@@ -128,7 +128,7 @@ def test_foolbox_forward_on_the_hyperboloid(meru_s, fb):
         raw = meru_s.encode_image(imgs, project=False)       # one forward pass of the 20 images at 224 px
         e = meru_s.lift_image(raw)
         protos = meru_s.class_prototypes(names, D.MERU_IMAGENET_TEMPLATES)
-        logits = meru_s.similarity(e, protos)
+        logits = meru_s.logits(e, protos)
         torch.testing.assert_close(meru_s.zero_shot_logits(imgs[:2], protos), logits[:2], rtol=1e-4, atol=1e-4)
     c = meru_s.curv
     assert e.shape == (20, 512) and protos.shape == (len(names), 512) and logits.shape == (20, len(names))
@@ -177,7 +177,7 @@ def tiny():
 def _step(m, imgs, caps, lr=1e-3):
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=lr)
     out = m(imgs, caps)
-    lg = m.similarity(out["image"], out["text"])
+    lg = m.logits(out["image"], out["text"])
     y = torch.arange(len(caps))
     loss = (F.cross_entropy(lg, y) + F.cross_entropy(lg.T, y)) / 2
     opt.zero_grad(); loss.backward(); opt.step(); m.clamp_params_()
@@ -266,7 +266,7 @@ def test_clamps_and_gradients_at_the_bound():
     m.clamp_params_()
     assert math.isclose(m.curv.item(), 0.2, rel_tol=1e-5)
     out = m(torch.rand(4, 1, 28, 28), CAPS[:4])
-    m.similarity(out["image"], out["text"]).diagonal().sum().backward()
+    m.logits(out["image"], out["text"]).diagonal().sum().backward()
     for p in (m.log_curv, m.log_visual_alpha, m.log_logit_scale):      # at the bound the gradient still flows
         assert p.grad is not None and p.grad.abs() > 0
     frozen = build_model(_micro("meru", learn_curv=False))
@@ -294,7 +294,7 @@ def test_autocast_keeps_geometry_in_float32(tiny):
     for m in tiny.values():
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             e, t = m.encode_image(imgs), m.encode_text(CAPS)
-            lg = m.similarity(e, t)
+            lg = m.logits(e, t)
             p = m.class_prototypes(["dog", "cat"])
         assert e.dtype == t.dtype == lg.dtype == p.dtype == torch.float32
         assert torch.isfinite(lg).all()
@@ -304,7 +304,7 @@ def test_half_precision_model_on_float_images():
     m = build_model(_micro("meru")).to(torch.bfloat16).eval()
     with torch.no_grad():
         e = m.encode_image(torch.rand(2, 1, 28, 28))
-        lg = m.similarity(e, m.encode_text(CAPS[:3]))
+        lg = m.logits(e, m.encode_text(CAPS[:3]))
     assert e.dtype == lg.dtype == torch.float32 and torch.isfinite(lg).all()
 
 
@@ -465,7 +465,7 @@ def test_open_clip_wrapper(name, fb, tmp_path):
     with torch.no_grad():
         e = oc.encode_image(imgs)
         protos = oc.class_prototypes(["dog", "cat", "goose"], ["a photo of a {}."])
-        lg = oc.similarity(e, protos)
+        lg = oc.logits(e, protos)
         ref = oc.model.encode_image((imgs - oc.pixel_mean) / oc.pixel_std, normalize=True)
     assert lg.shape == (2, 3) and torch.isfinite(lg).all()
     torch.testing.assert_close(e, ref, rtol=1e-4, atol=1e-5)

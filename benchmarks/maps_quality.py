@@ -18,14 +18,14 @@ import torch
 
 def embeddings(checkpoint, n):
     "(x (N+10, D) Lorentz points: images then class prototypes, labels (N+10,), curv)."
-    from hac.data import ANIMAL_MNIST_CLASSES, templates
+    from hac.data import ANIMAL_MNIST_CLASSES, named_templates
     from hac.experiments import eval_images
     from hac.checkpoints import load_checkpoint
     model = load_checkpoint(checkpoint).eval()
     images, labels = eval_images(n)
     with torch.no_grad():
         fi = model.encode_image(images).double()
-        ft = model.class_prototypes(list(ANIMAL_MNIST_CLASSES), templates("animal_mnist")).double()
+        ft = model.class_prototypes(list(ANIMAL_MNIST_CLASSES), named_templates("animal_mnist")).double()
     return torch.cat([fi, ft]), torch.cat([labels.long(), torch.arange(len(ft))]), float(model.curv.detach())
 
 

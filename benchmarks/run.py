@@ -126,7 +126,7 @@ def bench_fullsize(quick=False):
 
 def bench_eval(quick=False):
     "Zero-shot evaluation throughput on the default test split (2,000 images)."
-    from hac.data import ANIMAL_MNIST_CLASSES, AnimalMNIST, templates
+    from hac.data import ANIMAL_MNIST_CLASSES, AnimalMNIST, named_templates
     from hac.evaluate import evaluate_zero_shot
     from hac.models import build_model, tiny_config
     ds = AnimalMNIST("test")
@@ -138,8 +138,8 @@ def bench_eval(quick=False):
     for kind in ("meru", "clip"):
         torch.manual_seed(0)
         m = build_model(tiny_config(kind))
-        m.class_prototypes(list(ANIMAL_MNIST_CLASSES), templates("animal_mnist"))  # warm the text cache
-        res[kind] = timeit(lambda: evaluate_zero_shot(m, x, y, list(ANIMAL_MNIST_CLASSES), templates("animal_mnist"), forget=[4]), repeat=2)
+        m.class_prototypes(list(ANIMAL_MNIST_CLASSES), named_templates("animal_mnist"))  # warm the text cache
+        res[kind] = timeit(lambda: evaluate_zero_shot(m, x, y, list(ANIMAL_MNIST_CLASSES), named_templates("animal_mnist"), forget=[4]), repeat=2)
     rows.append((f"zero-shot eval MERU, {len(y)} images ({len(y) / res['meru']:.0f} img/s)", res["meru"] * 1e3,
                  f"CLIP ({len(y) / res['clip']:.0f} img/s)", res["clip"] * 1e3, res["meru"] / res["clip"], "info"))
     return rows
@@ -153,10 +153,10 @@ from hac.checkpoints import save_checkpoint
 what, steps = sys.argv[1], int(sys.argv[2])
 d = Path(tempfile.mkdtemp())
 if what == "eval":
-    from hac.data import ANIMAL_MNIST_CLASSES, AnimalMNIST, templates
+    from hac.data import ANIMAL_MNIST_CLASSES, AnimalMNIST, named_templates
     from hac.evaluate import evaluate_zero_shot
     ds = AnimalMNIST("test"); m = build_model(tiny_config("meru"))
-    evaluate_zero_shot(m, ds.image_tensor(), ds.labels, list(ANIMAL_MNIST_CLASSES), templates("animal_mnist"), forget=[4])
+    evaluate_zero_shot(m, ds.image_tensor(), ds.labels, list(ANIMAL_MNIST_CLASSES), named_templates("animal_mnist"), forget=[4])
 else:
     from hac.config import pretrain_config, unlearn_config
     from hac.train import train

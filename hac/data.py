@@ -6,7 +6,7 @@
 __all__ = ['ANIMAL_MNIST_VERSION', 'ANIMAL_MNIST_CLASSES', 'ANIMAL_MNIST_FILES', 'ANIMAL_MNIST_ARRAYS_SHA256', 'SPLITS',
            'TEMPLATE_SETS', 'MERU_IMAGENET_TEMPLATES', 'IMAGE_FORMATS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'sha256_file',
            'default_cache_dir', 'animal_mnist_dir', 'RestrictedUnpickler', 'unpickle_array', 'load_animal_mnist',
-           'split_indices', 'data_dir', 'Taxonomy', 'load_taxonomy', 'templates', 'fill_template', 'captions_for',
+           'split_indices', 'data_dir', 'Taxonomy', 'load_taxonomy', 'named_templates', 'fill_template', 'captions_for',
            'caption_vocabulary', 'CaptionDraw', 'sample_captions', 'check_image_format', 'prepare_images', 'load_image',
            'AnimalMNIST', 'ForgetRetain', 'forget_retain', 'foolbox_images']
 
@@ -372,7 +372,7 @@ TEMPLATE_SETS = {
 MERU_IMAGENET_TEMPLATES = TEMPLATE_SETS["meru_imagenet"]  # the same tuple under its historical name
 _FIX_ARTICLES = frozenset({"animal_mnist"})  # published sets stay verbatim
 
-def templates(name: str = "animal_mnist") -> tuple[str, ...]:
+def named_templates(name: str = "animal_mnist") -> tuple[str, ...]:
     "The prompt templates of a named set (`{}` = concept name)."
     if name not in TEMPLATE_SETS:
         raise ValueError(f"unknown template set {name!r}; valid names: {', '.join(TEMPLATE_SETS)}")
@@ -387,7 +387,7 @@ def fill_template(template: str, concept: str, *, fix_articles: bool = False) ->
 def captions_for(concept: str, template_set: str = "animal_mnist") -> tuple[str, ...]:
     "One caption per template of the set for `concept` (any class name, e.g. of a real data set)."
     if not isinstance(concept, str) or not concept.strip(): raise ValueError(f"concept must be a non-empty string, got {concept!r}")
-    return tuple(fill_template(t, concept, fix_articles=template_set in _FIX_ARTICLES) for t in templates(template_set))
+    return tuple(fill_template(t, concept, fix_articles=template_set in _FIX_ARTICLES) for t in named_templates(template_set))
 
 def caption_vocabulary(taxonomy: Taxonomy | None = None, template_set: str = "animal_mnist") -> tuple[str, ...]:
     "All caption strings: index = concept_index * n_templates + template_index (concepts in `taxonomy.concepts` order)."
@@ -399,7 +399,7 @@ def caption_vocabulary(taxonomy: Taxonomy | None = None, template_set: str = "an
 class CaptionDraw:
     "Which concept and template caption each image: index arrays of shape (N,)."
     concept_ids: np.ndarray   # (N,) int64 index into taxonomy.concepts
-    template_ids: np.ndarray  # (N,) int64 index into templates(template_set)
+    template_ids: np.ndarray  # (N,) int64 index into named_templates(template_set)
     n_templates: int
     @property
     def caption_ids(self) -> np.ndarray: "(N,) index into `caption_vocabulary(...)`."; return self.concept_ids * self.n_templates + self.template_ids
@@ -415,7 +415,7 @@ def sample_captions(labels: Sequence[int] | np.ndarray, # (N,) class labels (tax
     labels = np.asarray(labels, dtype=np.int64)
     if labels.size and (labels.min() < 0 or labels.max() >= len(taxonomy.classes)):
         raise ValueError(f"labels must lie in [0, {len(taxonomy.classes)}), got range [{labels.min()}, {labels.max()}]")
-    n_t = len(templates(template_set))
+    n_t = len(named_templates(template_set))
     paths = [[taxonomy.index(c) for c in taxonomy.path(k)] for k in taxonomy.classes]
     table = np.full((len(paths), max(map(len, paths))), -1, dtype=np.int64)  # (K, L): path concept ids per class
     for k, p in enumerate(paths): table[k, :len(p)] = p
@@ -572,11 +572,11 @@ class ForgetRetain:
     forget_idx: np.ndarray       # (N_f,) int64, sorted
     retain_idx: np.ndarray       # (N_r,) int64, sorted
     concepts: tuple[str, ...]    # as requested (deduplicated)
-    forget_classes: tuple[str, ...]
-    retain_classes: tuple[str, ...]
+    forget_names: tuple[str, ...]  # the forgotten classes, by name
+    retain_names: tuple[str, ...]  # the retained classes that have images, by name
     def __repr__(self) -> str:
-        return (f"ForgetRetain(concepts={list(self.concepts)}: forget {len(self.forget_idx)} images of {list(self.forget_classes)}, "
-                f"retain {len(self.retain_idx)} images of {len(self.retain_classes)} classes)")
+        return (f"ForgetRetain(concepts={list(self.concepts)}: forget {len(self.forget_idx)} images of {list(self.forget_names)}, "
+                f"retain {len(self.retain_idx)} images of {len(self.retain_names)} classes)")
 
 
 # %% ../nbs/02_data.ipynb #87c29699

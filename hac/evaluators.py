@@ -15,12 +15,12 @@ import torch
 
 import hac
 from .core import Store, atomic_write_json, content_key, default_workers, fingerprint, kernel_id, patch_to, pick_device, refuse_finished
-from .data import AnimalMNIST, prepare_images, templates
+from .data import AnimalMNIST, prepare_images, named_templates
 from .evaluate import heldout_prompts, unlearning_scores
 from .metrics import METRIC_KEYS, canonical_metrics, mia_efficacy
 from .lorentz import dist0
 from .checkpoints import resolve_model
-from .zeroshot import (BUILTIN_CONCEPTS, ZeroShotFolder, check_folder_format, describe_input, forget_classes, load_classnames, load_concepts, load_templates, match_folders, zero_shot_folder)
+from .zeroshot import (BUILTIN_CONCEPTS, ZeroShotFolder, check_folder_format, describe_input, concept_class_ids, load_classnames, load_concepts, load_templates, match_folders, zero_shot_folder)
 
 # %% auto #0
 __all__ = ['heldout_templates', 'probe_indices', 'prompt_radii', 'edges_ordered', 'level_radii', 'AnimalMNISTEval', 'stored_eval',
@@ -29,8 +29,8 @@ __all__ = ['heldout_templates', 'probe_indices', 'prompt_radii', 'edges_ordered'
 # %% ../nbs/05d_evaluators.ipynb #b06e2b68
 def heldout_templates() -> list[str]:
     "Templates for held-out evaluation: CLIP's CIFAR prompts that are not Animal-MNIST training templates."
-    seen = set(templates("animal_mnist"))
-    return [t for t in templates("clip_cifar") if t not in seen]
+    seen = set(named_templates("animal_mnist"))
+    return [t for t in named_templates("clip_cifar") if t not in seen]
 
 def probe_indices(labels: torch.Tensor, forget_classes, n_retain: int, seed: int) -> torch.Tensor:
     "Sorted indices: every image of a forget class plus `n_retain` random images of the other classes."
@@ -162,7 +162,7 @@ class FolderEval:
             concept_classes = classnames
         self.concept_classes = concept_classes
         if self.names is not None:
-            self.forget_ids = forget_classes(self.forget, load_concepts(concept_classes, self.names), self.names)
+            self.forget_ids = concept_class_ids(self.forget, load_concepts(concept_classes, self.names), self.names)
             match_folders(sorted(d.name for d in self.root.iterdir() if d.is_dir()), self.names)
 
     def texts(self) -> list[str]: return []
@@ -184,7 +184,7 @@ def bind(self, model) -> FolderEval:
     self.template_name, self.tlist = load_templates(self.templates_spec, model)
     ds = self.ds = ZeroShotFolder(self.root, model, self.names)
     if self.names is None:
-        self.forget_ids = forget_classes(self.forget, load_concepts(self.concept_classes, ds.classnames), ds.classnames)
+        self.forget_ids = concept_class_ids(self.forget, load_concepts(self.concept_classes, ds.classnames), ds.classnames)
     self.image_check = check_folder_format(ds, model)
     fmask = torch.zeros(len(ds.classnames), dtype=torch.bool); fmask[list(self.forget_ids)] = True
     is_f = fmask[ds.labels]

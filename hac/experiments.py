@@ -15,7 +15,7 @@ import torch
 
 from .config import TrainConfig, pretrain_config, unlearn_config
 from .core import params_hash
-from .data import ANIMAL_MNIST_CLASSES, AnimalMNIST, templates
+from .data import ANIMAL_MNIST_CLASSES, AnimalMNIST, named_templates
 from .evaluate import encode_images, evaluate_zero_shot, model_curv
 from .hyptsne import cosne, hyperbolic_tsne, tangent_features, tsne
 from .metrics import METRIC_KEYS
@@ -157,7 +157,7 @@ def evaluate_model(model, images, labels, *, forget: list[int], class_names=None
     "Zero-shot report of `model` (see `hac.evaluate.evaluate_zero_shot`) with numpy confusion/text_sim."
     import numpy as np
     names = list(class_names or ANIMAL_MNIST_CLASSES)
-    rep = evaluate_zero_shot(model, images, labels, names, templates(template_set), forget=list(forget))
+    rep = evaluate_zero_shot(model, images, labels, names, named_templates(template_set), forget=list(forget))
     rep["confusion"] = np.asarray(rep["confusion"])
     rep["text_sim"] = np.asarray(rep["text_sim"])
     return rep
@@ -185,7 +185,7 @@ def embedding_maps(model, images, labels, *, methods=("tsne",), n_iter: int = 25
     names = list(class_names or ANIMAL_MNIST_CLASSES)
     with torch.no_grad():
         feats = encode_images(model, images)
-        protos = model.class_prototypes(names, templates(template_set)).float().cpu()
+        protos = model.class_prototypes(names, named_templates(template_set)).float().cpu()
     X = torch.cat([feats, protos])
     kind = ["image"] * len(feats) + ["text"] * len(protos)
     lab = [int(l) for l in labels] + list(range(len(names)))

@@ -225,7 +225,7 @@ def imagefolder_pairs(root: str | Path, template_set: str = "clip_cifar", seed: 
     "Pairs from root/<class>/<image>: caption = a template (drawn once per image) filled with the class name."
     root = Path(root)
     if not root.is_dir(): raise FileNotFoundError(f"image folder {root} not found (root/<class>/<image>)")
-    tpl = D.templates(template_set)
+    tpl = D.named_templates(template_set)
     files = [(d.name, f) for d in sorted(root.iterdir()) if d.is_dir()
              for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_EXTENSIONS]
     if not files: raise FileNotFoundError(f"no images in the class sub-folders of {root}")
@@ -371,7 +371,7 @@ class AnimalMNISTBatches:
         self.train = D.AnimalMNIST("train", seed=data_seed, taxonomy=taxonomy)
         tx = self.taxonomy = self.train.taxonomy
         self.classes, self.concepts = list(tx.classes), list(tx.concepts)
-        self.templates = list(D.templates(self.train.template_set))
+        self.templates = list(D.named_templates(self.train.template_set))
         self.vocabulary = list(self.train.vocabulary)          # index = concept * n_templates + template
         self.n_templates = len(self.templates)
         self.truth = torch.tensor([[c in tx.path(k) for c in self.concepts] for k in self.classes])  # (C, K)
@@ -386,7 +386,7 @@ class AnimalMNISTBatches:
 def _set_forget(self, forget):
     "Resolve `forget` into forget classes, forget-only and retained concepts, image pools and anchors."
     forget = [forget] if isinstance(forget, str) else list(forget)
-    self.forget_classes = [self.classes.index(k) for k in D.forget_retain(self.train, forget).forget_classes] if forget else []
+    self.forget_classes = [self.classes.index(k) for k in D.forget_retain(self.train, forget).forget_names] if forget else []
     fs = resolve_forget(forget, self.taxonomy, self.classes) if forget else None   # closed world: gone = covered only by forget classes
     fc = torch.zeros(len(self.classes), dtype=torch.bool); fc[self.forget_classes] = True
     self.forget_concepts = torch.tensor(fs.gone, dtype=torch.long) if fs else torch.zeros(0, dtype=torch.long)
@@ -474,7 +474,7 @@ class _RealTables:
     truth, unlearning, method, vocabulary = None, True, "unlearn", None   # open-ended captions: nothing to precompute
     def _tables(self, spec: ForgetSpec, forget_concept: torch.Tensor, taxonomy, template_set):
         tx = self.taxonomy = taxonomy or load_taxonomy()
-        self.concepts, self.templates = list(tx.concepts), list(D.templates(template_set))
+        self.concepts, self.templates = list(tx.concepts), list(D.named_templates(template_set))
         self.parent = parent_table(tx)
         self.forget_concepts = torch.tensor(spec.gone, dtype=torch.long)
         self.retain_concepts = kept_concepts(len(self.concepts), self.forget_concepts)

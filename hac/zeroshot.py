@@ -22,7 +22,7 @@ from .data import TEMPLATE_SETS
 from .metrics import confusion_matrix, forget_retain_accuracy, per_class_accuracy
 
 # %% auto #0
-__all__ = ['BUILTIN_CLASSNAMES', 'BUILTIN_CONCEPTS', 'assets_dir', 'load_classnames', 'load_concepts', 'forget_classes',
+__all__ = ['BUILTIN_CLASSNAMES', 'BUILTIN_CONCEPTS', 'assets_dir', 'load_classnames', 'load_concepts', 'concept_class_ids',
            'model_input', 'describe_input', 'image_transform', 'match_folders', 'ZeroShotFolder', 'write_image_folder',
            'check_folder_format', 'confusion_dense', 'zero_shot_folder', 'load_templates']
 
@@ -105,7 +105,7 @@ def load_concepts(spec: str | Path | dict | None, # JSON file, a dict, a built-i
     return {str(concept): _concept_ids(concept, classes, index, classnames) for concept, classes in spec.items()}
 
 # %% ../nbs/05a_zeroshot.ipynb #5760f353
-def forget_classes(forget: Sequence[str], # concepts to forget: keys of `concepts` or class names
+def concept_class_ids(forget: Sequence[str], # concepts to forget: keys of `concepts` or class names
                    concepts: dict[str, list[int]], # from `load_concepts`
                    classnames: Sequence[str],
                   ) -> list[int]: # sorted class indices

@@ -191,16 +191,16 @@ def test_taxonomy_file_errors(tmp_path):
 
 # ---------------------------------------------------------------- templates and captions
 def test_templates_by_name():
-    assert len(D.templates("clip_cifar")) == 18 and D.templates("clip_cifar")[0] == "a photo of a {}."
-    assert D.templates("meru_imagenet")[0] == "i took a picture : itap of a {}."
-    assert all("{}" in t for n in D.TEMPLATE_SETS for t in D.templates(n))
+    assert len(D.named_templates("clip_cifar")) == 18 and D.named_templates("clip_cifar")[0] == "a photo of a {}."
+    assert D.named_templates("meru_imagenet")[0] == "i took a picture : itap of a {}."
+    assert all("{}" in t for n in D.TEMPLATE_SETS for t in D.named_templates(n))
     with pytest.raises(ValueError, match="valid names: animal_mnist, meru_imagenet, clip_cifar"):
-        D.templates("cifar")
+        D.named_templates("cifar")
 
 
 def test_caption_vocabulary_finite_and_consistent(tax):
     vocab = D.caption_vocabulary(tax)
-    assert len(vocab) == len(set(vocab)) == 20 * len(D.templates("animal_mnist"))
+    assert len(vocab) == len(set(vocab)) == 20 * len(D.named_templates("animal_mnist"))
     assert "a photo of an elephant." in vocab and "a photo of a elephant." not in vocab
     ds = D.AnimalMNIST("test", leaf_share=0.3, caption_seed=7)
     assert set(ds.captions) <= set(vocab)
@@ -296,12 +296,12 @@ def _check_partition(fr, n):
 def test_forget_retain_partitions(train, concepts, classes):
     fr = D.forget_retain(train, concepts)
     _check_partition(fr, len(train))
-    assert fr.forget_classes == classes
+    assert fr.forget_names == classes
     ids = [train.classes.index(k) for k in classes]
     assert set(fr.forget.labels.tolist()) == set(ids)
     assert not set(fr.retain.labels.tolist()) & set(ids)
     assert len(fr.forget) == 700 * len(classes)
-    assert set(fr.retain_classes) == set(train.classes) - set(classes)
+    assert set(fr.retain_names) == set(train.classes) - set(classes)
     # the forget set keeps its captions
     img, cap, lab, con = fr.forget[0]
     assert cap == train[int(fr.forget_idx[0])][1] and con in train.taxonomy.path(train.classes[lab])
@@ -342,7 +342,7 @@ class _Labelled(torch.utils.data.Dataset):
 def test_forget_retain_any_labelled_dataset():
     ds = _Labelled()
     fr = D.forget_retain(ds, ["carnivore"])  # through the taxonomy: cat + dog
-    assert fr.forget_classes == ("cat", "dog") and len(fr.forget) == 3 and fr.retain_classes == ("truck",)
+    assert fr.forget_names == ("cat", "dog") and len(fr.forget) == 3 and fr.retain_names == ("truck",)
     _check_partition(fr, 6)
     assert isinstance(fr.forget, torch.utils.data.Subset) and fr.forget[2][1] == 1
     with pytest.raises(ValueError, match="valid names: cat, dog, truck"):
@@ -364,7 +364,7 @@ def test_foolbox_real_colour_images():
 def test_clip_imagenet_templates_match_open_clip():
     "The 80 CLIP ImageNet prompts written into TEMPLATE_SETS are open_clip's, in order."
     from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
-    assert D.templates("clip_imagenet") == tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
+    assert D.named_templates("clip_imagenet") == tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
     assert D.MERU_IMAGENET_TEMPLATES is D.TEMPLATE_SETS["meru_imagenet"]
 
 

@@ -149,7 +149,7 @@ def test_tree_error_matches_taxonomy():
 
 @pytest.mark.parametrize("forget", [[c] for c in CLASSES] + [["dog", "cat"], ["horse", "cow", "bird"], ["carnivore"]])
 def test_groups_partition(forget):
-    fc = dr.forget_classes(forget, TAX, CLASSES)
+    fc = dr.forget_class_ids(forget, TAX, CLASSES)
     groups = dr.class_groups(TAX, CLASSES, forget)
     assert [i for i, g in enumerate(groups) if g == "forget"] == fc
     sib = {CLASSES[i] for i, g in enumerate(groups) if g == "sibling"}

@@ -273,3 +273,16 @@ def test_check_on_the_committed_figures():
     findings = check_reproduction(figs, figs)
     assert not check_failed(findings) and check_counts(findings)["compared"] > 1000
     assert {f["kind"] for f in findings} >= {"verdict", "count", "points", "unit", "text"}
+
+
+def test_every_paper_item_has_one_producer():
+    "configs/reproduce.yaml: no paper item is in the `produces` of two experiments (load_manifest refuses that too)."
+    import yaml
+    from hac.reproduce import item_producers
+    root = Path(__file__).parents[1]
+    raw = yaml.safe_load((root / "configs" / "reproduce.yaml").read_text())["experiments"]
+    owners = {}
+    for name, e in raw.items():
+        for item in e.get("produces") or []: owners.setdefault(item, []).append(name)
+    assert {i: ns for i, ns in owners.items() if len(ns) > 1} == {}
+    assert item_producers(load_manifest(root)) == owners

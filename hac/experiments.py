@@ -26,7 +26,8 @@ from .train import train
 __all__ = ['REACH_STATUSES', 'LR_RULES', 'UNIT_COLUMNS', 'PAIRINGS', 'TUNE_RULES', 'GAP_METRICS', 'HUB_GAP_METRICS',
            'cached_train', 'pretrain_job', 'unlearn_dir', 'unlearn_job', 'pretrained', 'unlearn', 'train_many',
            'history', 'protocol', 'record', 'eval_images', 'evaluate_model', 'embedding_maps', 'steps_to_target',
-           'choose_lr', 'protocol_jobs', 'unit_row', 'paired_effects', 'tune_lr', 'grad_evals', 'gaps']
+           'choose_lr', 'protocol_jobs', 'unit_row', 'paired_effects', 'tune_lr', 'grad_evals', 'gaps', 'run_configs',
+           'matched_at_levels']
 
 # %% ../nbs/09_experiments.ipynb #72f0b316
 _VOLATILE = ("progress", "out_dir", "resume", "save_model")   # none changes a number a run writes
@@ -374,3 +375,39 @@ def gaps(row: dict, # record() columns of one run (accuracies and MIA-Efficacy i
     "Gaps to the retrained model and SalUn's Avg. Gap (NaN when a metric is missing on either side)."
     g = {f"{prefix}gap_{n}": float(row.get(k, np.nan)) - float(ref.get(k, np.nan)) for k, n in metrics.items()}
     return {**g, f"{prefix}avg_gap": float(np.mean([abs(v) for v in g.values()]))}
+
+# %% ../nbs/09_experiments.ipynb #7fcd3d9d
+def _architecture(cfg: dict) -> str | None:
+    "The architecture a run trained: recorded, else (older runs) its `model` if from scratch, else its checkpoint's run's."
+    if "architecture" in cfg: return cfg["architecture"]
+    if cfg.get("method") in ("pretrain", "retrain"): return cfg.get("model")
+    src = Path(str(cfg.get("model_path"))).parent / "config.json"
+    return _architecture(json.loads(src.read_text())) if src.exists() else "not recorded"
+
+def run_configs(run_dirs: dict, # label -> a run's folder (its config.json)
+               ) -> dict: # label -> that config plus `architecture`, the model the run trained
+    "The config.json of each run, with the architecture it trained."
+    out = {}
+    for label, d in run_dirs.items():
+        p = Path(d) / "config.json"
+        if not p.exists(): raise FileNotFoundError(f"no config.json in {d} ({label}): the run never started")
+        cfg = json.loads(p.read_text())
+        out[label] = cfg | {"architecture": _architecture(cfg)}
+    return out
+
+# %% ../nbs/09_experiments.ipynb #794a0f09
+def matched_at_levels(traj: pd.DataFrame, # logged trajectories: forget, method, lr, seed, model, step and the probe columns (%)
+                      levels: dict, # (forget, model, seed) -> the forget level to reach (%), e.g. the retrained reference's
+                      forget_col: str = "probe_forget_acc", # the probe's forget accuracy
+                      retain_col: str = "probe_retain_acc", # the probe's retain accuracy
+                     ) -> pd.DataFrame: # per run: forget, method, lr, seed, retrain_level, matched_step, matched_retain, reached (1 / 0)
+    "Matched forgetting of every logged run at its reference's forget level."
+    rows = []
+    for (fs, meth, lr, seed, model), g in traj.groupby(["forget", "method", "lr", "seed", "model"]):
+        key = (fs, model, int(seed))
+        if key not in levels: raise KeyError(f"no reference level for (forget, model, seed) = {key}")
+        g = g.sort_values("step"); tau = levels[key]
+        m = matched_forget(g.step, g[forget_col], g[retain_col], tau)
+        rows.append(dict(forget=fs, method=meth, lr=lr, seed=seed, retrain_level=tau, matched_step=m["step"],
+                         matched_retain=m["retain"], reached=float(m["reached"])))
+    return pd.DataFrame(rows, columns=["forget", "method", "lr", "seed", "retrain_level", "matched_step", "matched_retain", "reached"])

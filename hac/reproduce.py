@@ -26,11 +26,11 @@ from .core import atomic_write_json, git_commit, params_hash, repo_root
 from . import __version__
 
 # %% auto #0
-__all__ = ['PROFILES', 'K_SPREAD', 'TOLERANCES', 'Z95', 'OUTSIDE_SHARE', 'K_FAR', 'Experiment', 'load_manifest', 'profile_params',
-           'check_parameters', 'ReproduceError', 'run_dir_for', 'run_experiment', 'declared_artifacts',
-           'undeclared_files', 'prune_figures', 'reproduce', 'column_kinds', 'seed_se', 'interval_se', 'tolerance',
-           'compare_tables', 'compare_claims', 'check_reproduction', 'reference_from_git', 'check_counts',
-           'check_failed', 'format_check', 'run_check', 'add_parser']
+__all__ = ['PROFILES', 'K_SPREAD', 'TOLERANCES', 'Z95', 'OUTSIDE_SHARE', 'K_FAR', 'Experiment', 'item_producers', 'load_manifest',
+           'profile_params', 'check_parameters', 'ReproduceError', 'run_dir_for', 'run_experiment',
+           'declared_artifacts', 'undeclared_files', 'prune_figures', 'experiment_output', 'reproduce', 'column_kinds',
+           'seed_se', 'interval_se', 'tolerance', 'compare_tables', 'compare_claims', 'check_reproduction',
+           'reference_from_git', 'check_counts', 'check_failed', 'format_check', 'run_check', 'add_parser']
 
 # %% ../nbs/08_reproduce.ipynb #eed0750d
 @dataclass
@@ -39,9 +39,10 @@ class Experiment:
     name: str  # key in the manifest, also the folder under runs/
     notebook: str  # path relative to the repository root
     needs: list = field(default_factory=list)  # experiments that must finish first
-    produces: list = field(default_factory=list)  # paper items (tables/figures) it feeds
+    produces: list = field(default_factory=list)  # paper items (tables/figures) it owns: one producer per item
     render: bool = False  # the notebook gets `out_dir` and `profile` (it writes tables/figures there)
     profiles: list | None = None  # profiles that run it (None: every profile)
+    outputs: list = field(default_factory=list)  # files it writes into runs/<name>/<profile>/ (all the render may read of it)
 
 PROFILES = ("quick", "default", "full")
 
@@ -58,14 +59,25 @@ def _dependency_order(exps: dict[str, Experiment]) -> list[str]:
     for n in exps: visit(n)
     return order
 
+def item_producers(exps: dict[str, Experiment]) -> dict[str, list[str]]:
+    "Paper item -> the experiments whose `produces` lists it (a sound manifest has exactly one per item)."
+    out = {}
+    for n, e in exps.items():
+        for item in e.produces: out.setdefault(item, []).append(n)
+    return out
+
 def load_manifest(root: Path | None = None) -> dict[str, Experiment]:
-    "Experiments of `configs/reproduce.yaml`, in dependency order."
+    "Experiments of `configs/reproduce.yaml`, in dependency order; ValueError if a paper item has two producers."
     root = root or repo_root()
     path = root / "configs" / "reproduce.yaml"
     if not path.exists():
         raise FileNotFoundError(f"missing manifest {path}: restore it from git (git checkout configs/)")
     raw = yaml.safe_load(path.read_text())["experiments"]
     exps = {k: Experiment(name=k, **v) for k, v in raw.items()}
+    twice = {item: ns for item, ns in item_producers(exps).items() if len(ns) > 1}
+    if twice:
+        raise ValueError(f"{path}: a paper item has one producer, but " + "; ".join(f"{item} is in the `produces` of {' and '.join(ns)}"
+                         for item, ns in twice.items()) + ": keep it only in the experiment that owns it")
     return {n: exps[n] for n in _dependency_order(exps)}
 
 # %% ../nbs/08_reproduce.ipynb #010ebffb
@@ -217,6 +229,31 @@ def prune_figures(folder: str | os.PathLike, declared: set[str], log=print) -> l
         p.unlink()
         log(f"[reproduce] removed {p}: nothing in configs/reproduce.yaml declares it")
     return gone
+
+# %% ../nbs/08_reproduce.ipynb #6f6f9eae
+def experiment_output(exp: str, # an experiment of configs/reproduce.yaml
+                      name: str, # a file it declares in `outputs`, or one of the manifest's `run_outputs`
+                      *,
+                      profile: str, # whose run to read
+                      runs_root: str | os.PathLike, # the root of the runs (runs/)
+                      root: Path | None = None, # the repository (default: this checkout)
+                      missing_ok: bool = False, # return the path of a declared file even if the run has not written it
+                     ) -> Path: # runs_root/<exp>/<profile>/<name>
+    "Path of a file that `exp` declares; ValueError if undeclared, FileNotFoundError if not written, each naming the fix."
+    root = root or repo_root()
+    exps = load_manifest(root)
+    if exp not in exps:
+        raise ValueError(f"unknown experiment {exp!r}: configs/reproduce.yaml lists {', '.join(exps)}")
+    shared = yaml.safe_load((root / "configs" / "reproduce.yaml").read_text()).get("run_outputs") or []
+    e = exps[exp]
+    if name not in e.outputs and name not in shared:
+        raise ValueError(f"{exp} does not declare {name!r}: add it to the `outputs` of {exp} in configs/reproduce.yaml and write "
+                         f"it into run_dir in {e.notebook} (it declares {', '.join(e.outputs) or 'nothing'})")
+    path = run_dir_for(Path(runs_root), exp, profile) / name
+    if not missing_ok and not path.exists():
+        raise FileNotFoundError(f"{path} is missing: {exp} declares {name} but its {profile} run has not written it; "
+                                f"run `hac reproduce --profile {profile} --only {exp}` ({e.notebook}) first")
+    return path
 
 # %% ../nbs/08_reproduce.ipynb #0a9073f9
 def _render_items(exps: dict[str, Experiment], todo: list[str], runs_root: Path, profile: str) -> set[str]:

@@ -273,3 +273,41 @@ def test_check_on_the_committed_figures():
     findings = check_reproduction(figs, figs)
     assert not check_failed(findings) and check_counts(findings)["compared"] > 1000
     assert {f["kind"] for f in findings} >= {"verdict", "count", "points", "unit", "text"}
+
+
+def test_every_paper_item_has_one_producer():
+    "configs/reproduce.yaml: no paper item is in the `produces` of two experiments (load_manifest refuses that too)."
+    import yaml
+    from hac.reproduce import item_producers
+    root = Path(__file__).parents[1]
+    raw = yaml.safe_load((root / "configs" / "reproduce.yaml").read_text())["experiments"]
+    owners = {}
+    for name, e in raw.items():
+        for item in e.get("produces") or []: owners.setdefault(item, []).append(name)
+    assert {i: ns for i, ns in owners.items() if len(ns) > 1} == {}
+    assert item_producers(load_manifest(root)) == owners
+
+
+def test_render_reads_only_declared_outputs():
+    "The render opens no run folder: every file it reads through art() is declared in the manifest's `outputs`."
+    import re
+    from hac.reproduce import experiment_output
+    root = Path(__file__).parents[1]
+    nb = nbformat.read(str(root / "nbs" / "paper" / "90_render.ipynb"), as_version=4)
+    src = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    reads = set(re.findall(r'art\("(\w+)", "([\w.]+)"', src))
+    assert len(reads) > 30
+    for exp, name in sorted(reads):   # ValueError naming the fix if undeclared
+        experiment_output(exp, name, profile="quick", runs_root=root / "runs", root=root, missing_ok=True)
+    assert not re.findall(r"\.run_dir\b|history\.json|model\.pt|\bR / ", src)
+
+
+def test_experiments_write_what_they_declare():
+    "Each experiment notebook's files written into its folder (`out / \"name\"`) are exactly its declared `outputs`."
+    import re
+    root = Path(__file__).parents[1]
+    for exp in load_manifest(root).values():
+        if exp.render: continue
+        nb = nbformat.read(str(root / exp.notebook), as_version=4)
+        written = set(re.findall(r'out / "([^".][^"]*)"', "\n".join(c.source for c in nb.cells)))
+        assert written == set(exp.outputs), (exp.name, sorted(written ^ set(exp.outputs)))

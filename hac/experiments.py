@@ -26,8 +26,8 @@ from .train import train
 __all__ = ['REACH_STATUSES', 'LR_RULES', 'UNIT_COLUMNS', 'PAIRINGS', 'TUNE_RULES', 'GAP_METRICS', 'HUB_GAP_METRICS',
            'cached_train', 'pretrain_job', 'unlearn_dir', 'unlearn_job', 'pretrained', 'unlearn', 'train_many',
            'history', 'protocol', 'record', 'eval_images', 'evaluate_model', 'embedding_maps', 'steps_to_target',
-           'choose_lr', 'protocol_jobs', 'unit_row', 'paired_effects', 'tune_lr', 'grad_evals', 'gaps', 'run_configs',
-           'matched_at_levels']
+           'choose_lr', 'protocol_jobs', 'unit_row', 'paired_effects', 'tune_lr', 'grad_evals', 'gaps', 'front_rival',
+           'run_configs', 'matched_at_levels']
 
 # %% ../nbs/09_experiments.ipynb #72f0b316
 _VOLATILE = ("progress", "out_dir", "resume", "save_model")   # none changes a number a run writes
@@ -375,6 +375,21 @@ def gaps(row: dict, # record() columns of one run (accuracies and MIA-Efficacy i
     "Gaps to the retrained model and SalUn's Avg. Gap (NaN when a metric is missing on either side)."
     g = {f"{prefix}gap_{n}": float(row.get(k, np.nan)) - float(ref.get(k, np.nan)) for k, n in metrics.items()}
     return {**g, f"{prefix}avg_gap": float(np.mean([abs(v) for v in g.values()]))}
+
+# %% ../nbs/09_experiments.ipynb #6f48c9c4
+def front_rival(units: pd.DataFrame, # units.csv rows: concept, seed, method, status, and `col`
+                arm: str, # the method whose place on the front is in question
+                seeds, # the tuning seeds: the rival is chosen on these units only
+                among=None, # method labels that may be the rival (default: every other method)
+                col: str = "retain_at_target", # the endpoint, higher is better
+               ) -> str: # the rival's method label
+    "The arm other than `arm` with the highest mean `col` over its reached units of `seeds` (ties: the first in sort order)."
+    pool = sorted(set(units.method) - {arm} if among is None else set(among) - {arm})
+    if not pool: raise ValueError(f"no rival for {arm!r}: `among` leaves no other method")
+    tu = units[units.seed.isin(list(seeds)) & units.method.isin(pool) & (units.status == "reached")]
+    if tu.empty: raise ValueError(f"no rival of {arm!r} reached the target on the tuning seeds {list(seeds)}")
+    means = tu.groupby("method")[col].mean()
+    return str(means.sort_index(kind="stable").idxmax())
 
 # %% ../nbs/09_experiments.ipynb #7fcd3d9d
 def _architecture(cfg: dict) -> str | None:

@@ -128,7 +128,8 @@ FLOW = """\
    the notebook's bytes skips finished runs. The notebooks train through `hac.experiments` ([[train_many]],
    [[cached_train]]), which call [[train]] directly, and write their records (CSV, JSON) into their run folder.
 8. **Render.** `nbs/paper/90_render.ipynb` (experiment `render`, after all the others) reads those declared
-   artifacts, decides the claims with `hac.stats` (margins from `configs/claims.yaml`) and writes the tables
+   artifacts through [[Render]] and calls `hac.paper` for every table, figure and claim ([[protocol_claims]],
+   [[claims_markdown]]; the claims are decided with `hac.stats`, margins from `configs/claims.yaml`), and writes the tables
    (`.csv`/`.md`/`.tex`), figures, `CLAIMS.md`, `claims.csv`, `RESULTS.md` and `README.md` into `paper_figures/`
    (profiles default and full; quick writes `runs/_figures/quick/`); [[prune_figures]] then removes any file that no
    experiment declares. `make reproduce` ends with `scripts/make_readme.py` and `hac reproduce --check`

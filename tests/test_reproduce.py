@@ -295,11 +295,23 @@ def test_render_reads_only_declared_outputs():
     root = Path(__file__).parents[1]
     nb = nbformat.read(str(root / "nbs" / "paper" / "90_render.ipynb"), as_version=4)
     src = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    reads = set(re.findall(r'art\("(\w+)", "([\w.]+)"', src))
+    reads = set(re.findall(r"""\b(?:art|csv|json)\(["'](\w+)["'], ["']([\w.]+)["']""", src))   # R.art / R.csv / R.json
     assert len(reads) > 30
     for exp, name in sorted(reads):   # ValueError naming the fix if undeclared
         experiment_output(exp, name, profile="quick", runs_root=root / "runs", root=root, missing_ok=True)
     assert not re.findall(r"\.run_dir\b|history\.json|model\.pt|\bR / ", src)
+
+
+def test_render_notebook_is_slim():
+    "The render only calls the library (hac.paper): no code cell over 25 lines, no function, lambda or class defined in it."
+    import ast
+    root = Path(__file__).parents[1]
+    nb = nbformat.read(str(root / "nbs" / "paper" / "90_render.ipynb"), as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    assert code and max(len(s.splitlines()) for s in code) <= 25, [len(s.splitlines()) for s in code]
+    defs = [type(n).__name__ for s in code for n in ast.walk(ast.parse(s))
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef))]
+    assert defs == [], defs
 
 
 def test_experiments_write_what_they_declare():

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .core import atomic_write_text
-from .experiments import paired_effects
+from .experiments import front_rival, paired_effects
 from .reproduce import experiment_output
 from .stats import claim_test, fmt_interval, seed_table, sign_test
 from .viz import TEXT_WIDTH, add_class_legend, paper_figure, plot_embedding, plot_frontier, plot_hierarchy, save_figure
@@ -25,7 +25,7 @@ __all__ = ['FRONTIER_COLS', 'STATUSES', 'BENCH_COLUMNS', 'MAP_NAMES', 'SINGLE_CO
            'map_panels', 'after_map_panels', 'embedding_grid', 'quality_note', 'single_confusions',
            'scaling_confusions', 'retrain_points', 'hub_frontier', 'frontier_figure', 'taxonomy_tree',
            'hierarchy_zoom_figure', 'text_radii', 'attachment_figure', 'claim_spec', 'claim_row', 'edge_order_claim',
-           'protocol_comparisons', 'protocol_claims', 'benchmark_claims', 'per_seed', 'gap_slopes',
+           'protocol_comparisons', 'protocol_claims', 'benchmark_claims', 'front_claims', 'per_seed', 'gap_slopes',
            'single_concept_claims', 'g3', 'interval_text', 'mde_text', 'margin_text', 'claim_evidence',
            'verdict_counts', 'claims_markdown', 'per_concept_effects', 'reading_counts', 'forest_panels',
            'index_markdown', 'notebook_timings', 'results_markdown']
@@ -338,7 +338,7 @@ def attachment_figure(att: pd.DataFrame, # scored.csv rows of one forget set: me
         g = att.groupby("method")[col]
         ax.bar(x + (i - 1) * wdt, [100 * g.mean()[m] for m in order], wdt, yerr=[100 * (g.std()[m] if n_seeds > 1 else 0) for m in order],
                label=lab, capsize=2)
-    ax.set_xticks(x, [m.replace(" + ", "\n") for m in order], fontsize=6); ax.set_ylabel(f"forget images (%)")
+    ax.set_xticks(x, [m.replace(" + ", "\n") for m in order], fontsize=6); ax.set_ylabel("forget images (%)")
     ax.legend(title="best-matching prompt", fontsize=6, title_fontsize=6)
     return fig
 
@@ -451,6 +451,33 @@ def benchmark_claims(bunits: pd.DataFrame, # 08_benchmark units.csv
                               f"{_n_at_start(bunits, a_m, b_m)})", cc, None if len(pe) else "no unit reached the target with both models", source))
     return rows, paired
 
+# %% ../nbs/10_paper.ipynb #1a348bde
+def front_claims(bunits: pd.DataFrame, # 08_benchmark units.csv
+                 tune_seeds, # the benchmark's tuning seeds: the rival is chosen there, the claim tests the others
+                 target: float, cc: dict, source: str = "configs/claims.yaml",
+                 arm: str = "MERU + HAC", # the arm whose place on the front is claimed
+                ) -> tuple[list, dict]: # (claim rows, claim text -> paired effects)
+    "The Pareto-front claims: `arm` minus its strongest rival (all arms; the arms of its model) at the common target."
+    if arm not in set(bunits.method): return [], {}
+    model = arm.split(" + ")[0]
+    rest = bunits[~bunits.seed.isin(list(tune_seeds))]
+    rows, paired = [], {}
+    for among, where in ((None, "all arms of the benchmark"),
+                         (sorted(m for m in set(bunits.method) if m.startswith(f"{model} + ")), f"the {model} arms")):
+        try: rival, why = front_rival(bunits, arm, tune_seeds, among=among), None
+        except ValueError as e: rival, why = None, str(e)   # no rival reached the target on the tuning seeds: nothing to test
+        pe = paired_effects(rest, arm, rival, "retain_at_target", "reached") if rival and {arm, rival} <= set(rest.method) \
+             else pd.DataFrame(columns=["seed", "effect"])
+        text = (f"HAC is on the retain/forget Pareto front of the benchmark ({where}): retain accuracy at the common target "
+                f"({target:g} %), {arm} vs its strongest rival {rival or '(none reached the target)'} (chosen on tuning seed(s) "
+                f"{list(tune_seeds)}, tested on the others)")
+        paired[text] = pe
+        n_seeds = pe.seed.nunique() if len(pe) else 0
+        why = why or (None if n_seeds >= 2 else f"{n_seeds} seed(s) left after the tuning seeds: a claim needs 2")
+        rows.append(claim_row("bench_hac_front", text, pe.effect.to_numpy(float), pe.seed.to_numpy(), "greater",
+                              f"retain at the target {arm} - {rival} (reached units of the other seeds: {len(pe)})", cc, why, source))
+    return rows, paired
+
 # %% ../nbs/10_paper.ipynb #1db526e5
 def per_seed(df: pd.DataFrame, # rows with method, seed, `col`
              method: str, col: str,
@@ -522,7 +549,7 @@ def claims_markdown(cl: pd.DataFrame, # decided claims with `evidence`
              f"{n_proto} of the {len(cl)} claims come from the every-leaf protocol (`07_protocol`): each pools "
              f"{n_concepts} forget concepts x {n_seeds} pretraining seeds, compared at one common forget target "
              f"({target:g} %, chance) and one main budget ({steps} steps). {n_bench} come from the benchmark (`08_benchmark`: the same "
-             f"method on MERU vs CLIP, paired by unit, at the same target). The other {len(cl) - n_proto - n_bench} (edge order, gap "
+             f"method on MERU vs CLIP, paired by unit, at the same target; HAC against its strongest rival on the front). The other {len(cl) - n_proto - n_bench} (edge order, gap "
              f"slope, destinations, attachment change) come from the pretraining, scaling and single-concept experiments "
              f"on their {n_seeds_single} seeds. Per concept: Table 15 and Figure 10.", "",
              f"Verdicts: {counts['holds']} hold, {counts['reversed']} reversed, {counts['equivalent']} equivalent, "
@@ -662,7 +689,7 @@ def results_markdown(cl: pd.DataFrame, # decided claims
             f"MERU {pacc.loc['MERU', 'mean']:.1f} ± {pacc.loc['MERU', 'std']:.1f} %. The single-concept tables' main budget: constant lr "
             f"{single['main_lr']:g} after {sp['warmup']} warmup steps, {sp['steps']} steps, "
             f"{sp['batch_size']} retain + {sp['forget_batch']} forget pairs, loss weights 1 "
-            f"(Table 7). Notebook wall times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timing.items() if v) + ".", "",
+            f"(Table 7). Notebook wall times of this reproduction (s; a training run found in the cache is read, not trained again): " + ", ".join(f"{k} {v:.0f}" for k, v in timing.items() if v) + ".", "",
             "**Table 14 (the protocol, per method)**", "", t14.to_markdown(index=False), "",
             "**Table 1 (forget 'dog' and 'elephant', with baselines and the retrained references)**", "", t1.to_markdown(index=False)]
     if len(cone_recipe) > 1:

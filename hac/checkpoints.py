@@ -87,8 +87,8 @@ def infer_config(sd: dict) -> ModelConfig:
         trainable = 0
         cfg.update(text_encoder="minilm", text_trainable_layers=trainable)
     else:
-        raise CheckpointMismatchError(f"cannot infer the text tower: no textual.token_embed.weight (MERU transformer) "
-                                      f"nor textual.encoder.* (MiniLM) keys")
+        raise CheckpointMismatchError("cannot infer the text tower: no textual.token_embed.weight (MERU transformer) "
+                                      "nor textual.encoder.* (MiniLM) keys")
     return ModelConfig(**cfg)
 
 # %% ../nbs/01a_checkpoints.ipynb #c722e2f8

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from .concepts import resolve_forget
-from .lorentz import dist0, exp_map0, half_aperture, oxy_angle, pairwise_dist
+from .lorentz import cone_gap, dist0, exp_map0, pairwise_dist
 from .metrics import (as_labels, check_forget, cone_shares, forget_scores, hub_correct, retrieval_scores, top1_accuracies,
                          zero_shot_report)
 
@@ -375,5 +375,5 @@ def hierarchy_attachment(
     c = model_curv(model)
     if c is not None and all(a is not None for a in anc_idx):
         T_a = P.cpu().double()[anc_idx]
-        out["anchor_cone"] = (oxy_angle(T_a, feats.double(), curv=c) <= half_aperture(T_a, curv=c, K=K)).double().mean().item()
+        out["anchor_cone"] = (cone_gap(T_a, feats.double(), curv=c, K=K) <= 0).double().mean().item()
     return out

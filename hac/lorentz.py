@@ -10,7 +10,7 @@ from torch import Tensor
 
 # %% auto #0
 __all__ = ['MAX_SINH_ARG', 'time_component', 'pairwise_inner', 'rowwise_inner', 'exp_map0', 'log_map0', 'dist0', 'rowwise_dist',
-           'pairwise_dist', 'half_aperture', 'oxy_angle', 'entailment_loss', 'to_poincare', 'from_poincare',
+           'pairwise_dist', 'half_aperture', 'oxy_angle', 'cone_gap', 'entailment_loss', 'to_poincare', 'from_poincare',
            'poincare_dist', 'poincare_pairwise_dist', 'poincare_dist0', 'poincare_exp_map0']
 
 # %% ../nbs/00_lorentz.ipynb #6e16ba93
@@ -263,6 +263,16 @@ def oxy_angle(
     num = torch.where(ypar > 0, rational, direct)
     return torch.atan2(yperp2.clamp_min(tiny).sqrt(), c.sqrt() * num)
 
+def cone_gap(
+    x: Tensor,  # cone apexes (general concepts: texts, parents), (B, D)
+    y: Tensor,  # points tested against those cones (specific concepts: images, children), (B, D)
+    *, curv: float | Tensor,  # curvature is -curv
+    K: float = 0.1,  # MERU's cone constant
+) -> Tensor:  # radians, (B,); <= 0: y lies inside the cone of x (the cone test)
+    "How far `y` lies outside the entailment cone of `x`: ext(x, y) - aper(x), never under half-precision autocast."
+    with torch.autocast(x.device.type, enabled=False):
+        return oxy_angle(x, y, curv=curv) - half_aperture(x, curv=curv, K=K)
+
 def entailment_loss(
     x: Tensor,  # general concepts (e.g. texts), (B, D)
     y: Tensor,  # specific concepts (e.g. their images), (B, D)
@@ -270,7 +280,7 @@ def entailment_loss(
     K: float = 0.1,  # MERU's cone constant
 ) -> Tensor:  # scalar
     "MERU's entailment loss: mean of relu(ext(x, y) - aper(x))."
-    return torch.relu(oxy_angle(x, y, curv=curv) - half_aperture(x, curv=curv, K=K)).mean()
+    return torch.relu(cone_gap(x, y, curv=curv, K=K)).mean()
 
 # %% ../nbs/00_lorentz.ipynb #34014303
 def to_poincare(

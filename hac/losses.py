@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['GEOMETRIES', 'ENT_MODES', 'NORM_MODES', 'similarity', 'rowwise_similarity', 'truth_mask', 'masked_cross_entropy',
            'contrastive_loss', 'entailment', 'parent_pairs', 'parent_entailment', 'PretrainLoss',
-           'positive_calibration', 'negative_calibration', 'entailment_calibration', 'norm_regularization', 'cone_gap',
+           'positive_calibration', 'negative_calibration', 'entailment_calibration', 'norm_regularization',
            'entailment_exclusion', 'entailment_reanchor', 'entailment_swap', 'norm_preservation',
            'generalization_target', 'norm_generalization', 'neg_ignore_mask', 'Objective', 'Finetune', 'AC', 'NegGrad',
            'ec_parts', 'nr_parts', 'HAC']
@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from . import lorentz as L
+from .lorentz import cone_gap
 
 # %% ../nbs/03_losses.ipynb #b7d79a42
 GEOMETRIES = ("euclidean", "lorentz")
@@ -259,14 +260,6 @@ def toy_batch(n_r: int = 8, n_f: int = 4, dim: int = 8, seed: int = 0,
     return b
 
 # %% ../nbs/03_losses.ipynb #b7e1a004
-def cone_gap(general: torch.Tensor, # (B, D) cone apexes (concept texts), Lorentz space components
-             specific: torch.Tensor, # (B, D) points tested against those cones (images)
-             *, curv, K: float = 0.1) -> torch.Tensor: # (B,) radians, float32; < 0 inside the cone
-    "How far `specific` lies outside the entailment cone of `general`: ext(general, specific) - aper(general)."
-    with torch.autocast(general.device.type, enabled=False):
-        general, specific, curv = _upcast_all(general, specific, curv)
-        return L.oxy_angle(general, specific, curv=curv) - L.half_aperture(general, curv=curv, K=K)
-
 def _ref(x0): return 0.0 if x0 is None else x0.detach().float().clamp_min(0.0)
 
 def entailment_exclusion(img_f: torch.Tensor, # (B_f, D) forget images, current model

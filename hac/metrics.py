@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from scipy.stats import spearmanr
-from .lorentz import half_aperture, oxy_angle, pairwise_dist
+from .lorentz import cone_gap, pairwise_dist
 
 # %% ../nbs/00b_metrics.ipynb #065d14f0
 def as_labels(y, # (N,) class indices: ints, or floats holding whole numbers
@@ -180,7 +180,7 @@ def cone_membership(
         raise ValueError(f"texts and images must both be (N, D), got {tuple(texts.shape)} and {tuple(images.shape)}")
     with torch.autocast(texts.device.type, enabled=False):
         t, i = texts.detach().double(), images.detach().double()
-        return oxy_angle(t, i, curv=curv) <= half_aperture(t, curv=curv, K=K)
+        return cone_gap(t, i, curv=curv, K=K) <= 0   # the cone test (hac.lorentz)
 
 # %% ../nbs/00b_metrics.ipynb #b37e402a
 def cone_shares(

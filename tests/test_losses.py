@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from hac import lorentz as L
-from hac.losses import (AC, entailment, ENT_MODES, HAC, NORM_MODES, NegGrad, Finetune, PretrainLoss, cone_gap, contrastive_loss,
+from hac.lorentz import cone_gap
+from hac.losses import (AC, entailment, ENT_MODES, HAC, NORM_MODES, NegGrad, Finetune, PretrainLoss, contrastive_loss,
                         entailment_calibration, entailment_exclusion, entailment_reanchor, entailment_swap,
                         generalization_target, masked_cross_entropy, negative_calibration, norm_generalization,
                         norm_preservation, norm_regularization, positive_calibration, rowwise_similarity, similarity,

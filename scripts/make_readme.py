@@ -73,25 +73,33 @@ def render(nb_path: Path = ROOT / "nbs" / "index.ipynb", root: Path = ROOT) -> s
     return HEADER + "\n" + "\n\n".join(b for b in blocks if b) + "\n"
 
 
+def write_or_check(path: Path, # the generated file
+                   text: str, # what it must hold
+                   check: bool, # compare instead of writing
+                   made_from: str, # its source, for the messages
+                   command: str, # the command that regenerates it
+                  ) -> int: # 0: written or up to date; 1: stale
+    "Write `text` to `path`, or with `check` compare them and print the first lines of the difference."
+    if not check:
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path}")
+        return 0
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    if old == text:
+        print(f"{path.name} is up to date with {made_from}")
+        return 0
+    diff = difflib.unified_diff(old.splitlines(), text.splitlines(), path.name, f"from {made_from}", lineterm="", n=1)
+    print("\n".join(list(diff)[:60]))
+    print(f"{path.name} differs from {made_from}: run `{command}` (never edit {path.name} by hand)", file=sys.stderr)
+    return 1
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="compare with README.md instead of writing it")
     p.add_argument("--readme", default=str(ROOT / "README.md"))
     a = p.parse_args(argv)
-    text, readme = render(), Path(a.readme)
-    if a.check:
-        old = readme.read_text(encoding="utf-8") if readme.exists() else ""
-        if old == text:
-            print("README.md is up to date with nbs/index.ipynb")
-            return 0
-        diff = difflib.unified_diff(old.splitlines(), text.splitlines(), "README.md", "from nbs/index.ipynb", lineterm="", n=1)
-        print("\n".join(list(diff)[:60]))
-        print("README.md differs from nbs/index.ipynb: run `python scripts/make_readme.py` (never edit README.md by hand)",
-              file=sys.stderr)
-        return 1
-    readme.write_text(text, encoding="utf-8")
-    print(f"wrote {readme}")
-    return 0
+    return write_or_check(Path(a.readme), render(), a.check, "nbs/index.ipynb", "python scripts/make_readme.py")
 
 
 if __name__ == "__main__":

@@ -128,21 +128,11 @@ def test_console_script_help_and_tiny_pretrain_away_from_checkout(installed):
 
 
 def _hac_import_graph() -> dict:
-    "Module -> the hac modules it imports (top level and inside functions), from the source of hac/*.py."
-    root = Path(__file__).resolve().parent.parent / "hac"
-    mods = {p.stem for p in root.glob("*.py") if p.stem not in ("__init__", "_modidx")}
-    graph = {}
-    for m in mods:
-        deps = set()
-        for node in ast.walk(ast.parse((root / f"{m}.py").read_text())):
-            if isinstance(node, ast.ImportFrom):
-                if node.level == 1: deps |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
-                elif node.module and node.module.startswith("hac."): deps.add(node.module.split(".")[1])
-                elif node.module == "hac": deps |= {a.name for a in node.names}
-            elif isinstance(node, ast.Import):
-                deps |= {a.name.split(".")[1] for a in node.names if a.name.startswith("hac.")}
-        graph[m] = (deps & mods) - {m}
-    return graph
+    "Module -> the hac modules it imports (top level and inside functions): the graph ARCHITECTURE.md is made from."
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try: from make_architecture import modules
+    finally: sys.path.remove(str(ROOT / "scripts"))
+    return {m: set(info["deps"]) for m, info in modules(ROOT / "hac").items()}
 
 
 def test_no_import_cycle():

@@ -85,11 +85,10 @@ def concept_groups(
 def ancestor_mask(
     taxonomy,    # hac.data.Taxonomy
     classes,     # C class names
-    forget,      # forget class indices or concept names
+    groups,      # concept -> group of every text anchor (`concept_groups` of the forget set)
 ):
     "(C, M) bool over the text anchors (`anchor_concepts` order): concept j is a retained proper ancestor of class c."
-    classes = _check_classes(taxonomy, classes)
-    concepts, groups = anchor_concepts(taxonomy, classes), concept_groups(taxonomy, classes, forget)
+    concepts = anchor_concepts(taxonomy, classes)
     idx = {n: j for j, n in enumerate(concepts)}
     mask = torch.zeros(len(classes), len(concepts), dtype=torch.bool)
     for i, c in enumerate(classes):
@@ -305,7 +304,7 @@ def anchor_drifts(
     ib, ia, tb, ta = (_f64(d[k], f"{w} {k}") for d, k, w in ((before, "images", "before"), (after, "images", "after"),
                                                              (before, "texts", "before"), (after, "texts", "after")))
     own = torch.tensor([concepts.index(classes[y]) for y in labels.tolist()])
-    mask = ancestor_mask(taxonomy, classes, fc)[labels]
+    mask = ancestor_mask(taxonomy, classes, tgroup)[labels]
     tie, lca = tree_error(labels, after["pred"], taxonomy=taxonomy, classes=classes)
     tie0, lca0 = tree_error(labels, before["pred"], taxonomy=taxonomy, classes=classes)
     img = pd.DataFrame(dict(

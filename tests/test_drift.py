@@ -162,7 +162,7 @@ def test_groups_partition(forget):
     gone = {c for c, g in cg.items() if g == "forget"}
     anc = {a for f in fc for a in TAX.ancestors(CLASSES[f])} - gone
     assert {c for c, g in cg.items() if g == "ancestor"} == anc
-    mask = dr.ancestor_mask(TAX, CLASSES, forget)
+    mask = dr.ancestor_mask(TAX, CLASSES, cg)
     concepts = dr.anchor_concepts(TAX, CLASSES)
     for i, c in enumerate(CLASSES):
         assert {concepts[j] for j in mask[i].nonzero().flatten()} == set(TAX.ancestors(c)) - gone

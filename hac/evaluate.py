@@ -167,6 +167,7 @@ def zero_shot_logits(model, # hac.models model, in eval mode (the caller sets an
     feats = encode_images(model, images, batch_size=batch_size) if image_feats is None else torch.as_tensor(image_feats).float()
     return model.logits(feats.to(protos.device), protos).float().cpu(), feats, protos
 
+@torch.no_grad()
 def evaluate_zero_shot(
     model,              # hac.models model
     images,             # (N, C, H, W) images

@@ -32,7 +32,7 @@ from . import methods as M
 from .config import TrainConfig
 from .core import atomic_file, atomic_save, atomic_write_json, git_commit
 from .models import build_model, tiny_config
-from .checkpoints import resolve_model, save_checkpoint
+from .checkpoints import model_state, resolve_model, restore_state, save_checkpoint
 from .pairs import AnimalMNISTBatches, batches
 
 
@@ -268,7 +268,7 @@ def _resume(cfg, ckpt, model, opt, sched, device, rank) -> tuple[int, list, dict
     now = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IDENTITY}
     if json.loads(json.dumps(saved, default=str)) != json.loads(json.dumps(now, default=str)):
         raise ValueError(f"{ckpt} belongs to a run with another config; use a fresh out_dir or resume=False")
-    model.load_state_dict(s["model"]); opt.load_state_dict(s["optimizer"]); sched.load_state_dict(s["scheduler"])
+    restore_state(model, s, ckpt); opt.load_state_dict(s["optimizer"]); sched.load_state_dict(s["scheduler"])
     set_rng_state(s["rng"][rank] if isinstance(s["rng"], list) and rank < len(s["rng"]) else s["rng"])
     return s["step"], s["history"], s.get("metrics", {})
 
@@ -367,7 +367,8 @@ def _save_progress(run: _Run, opt, sched, done: int):
     states = _gather_rng(run.world)
     if run.rank == 0:
         out = Path(run.cfg.out_dir)
-        atomic_save({"model": run.model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+        sd, ref = model_state(run.model)   # the packaged text encoder by reference (hac.checkpoints)
+        atomic_save({"model": sd, **ref, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "step": done, "rng": states, "history": run.history, "metrics": run.metrics,
                      "config": run.cfg.to_dict()}, out / "checkpoint.pt")
         write_history(out, run.history)

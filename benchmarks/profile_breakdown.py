@@ -32,42 +32,31 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from run import phase_timer, timeit  # noqa: E402  (benchmarks/run.py: one timer and one phase wrapper for both scripts)
 BEGIN, END = "<!-- profile_breakdown.py writes from here ... -->", "<!-- ... to here (profile_breakdown.py) -->"
 
 
 def best(fn, repeat=7, warmup=2):
-    "Best wall seconds of `fn()` over `repeat` calls after `warmup`."
-    for _ in range(warmup): fn()
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
-    return min(ts)
+    "Best wall seconds of `fn()` over `repeat` calls after `warmup` (benchmarks/run.py's timer)."
+    return timeit(fn, repeat=repeat, warmup=warmup)
 
 
 def timed_run(cfg):
     "(wall s, {phase: s}, step times) of hac.train.train(cfg), phases from wrappers."
     import hac.evaluators as EV
     import hac.train as T
-    tm, saved, stamps = {}, [], []
-    def wrap(obj, name, key):
-        f = getattr(obj, name)
-        def g(*a, **k):
-            t = time.perf_counter(); r = f(*a, **k); tm[key] = tm.get(key, 0.0) + time.perf_counter() - t
-            return r
-        saved.append((obj, name, f)); setattr(obj, name, g)
-    wrap(T, "_setup", "setup (model, data, text features)")
-    wrap(EV.AnimalMNISTEval, "full", "final and start evaluation (test split)")
-    wrap(EV.AnimalMNISTEval, "probe", "probes (validation)")
-    wrap(T, "_save_progress", "writes (checkpoint, history)")
-    wrap(T, "write_history", "writes (checkpoint, history)")
-    wrap(T, "save_checkpoint", "writes (checkpoint, history)")
-    orig = T._after_step
+    writes = "writes (checkpoint, history)"   # the files themselves: no wrapped function calls another
+    stamps, orig = [], T._after_step
     T._after_step = lambda step, state: stamps.append(time.perf_counter())
     try:
-        t0 = time.perf_counter(); T.train(cfg); wall = time.perf_counter() - t0
+        with phase_timer([(T, "_setup", "setup (model, data, text features)"),
+                          (EV.AnimalMNISTEval, "full", "final and start evaluation (test split)"),
+                          (EV.AnimalMNISTEval, "probe", "probes (validation)"),
+                          (T, "atomic_save", writes), (T, "write_history", writes), (T, "save_checkpoint", writes)]) as tm:
+            t0 = time.perf_counter(); T.train(cfg); wall = time.perf_counter() - t0
     finally:
         T._after_step = orig
-        for obj, name, f in reversed(saved): setattr(obj, name, f)
     return wall, tm, stamps
 
 

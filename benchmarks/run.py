@@ -7,6 +7,7 @@ Prints a markdown table and writes benchmarks/results.md (atomically).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import platform
@@ -274,22 +275,29 @@ def bench_memory_methods(quick=False):
     return rows
 
 
+@contextlib.contextmanager
+def phase_timer(targets):
+    "While the block runs, time every call of each (object, attribute, phase) in `targets`: yields {phase: seconds}."
+    tm, saved = {}, []
+    def timed(f, key):
+        def g(*a, **k):
+            t = time.perf_counter(); r = f(*a, **k); tm[key] = tm.get(key, 0.0) + time.perf_counter() - t
+            return r
+        return g
+    for obj, name, key in targets:
+        f = getattr(obj, name); saved.append((obj, name, f)); setattr(obj, name, timed(f, key))
+    try:
+        yield tm
+    finally:
+        for obj, name, f in reversed(saved): setattr(obj, name, f)
+
+
 def _timed_unlearning_run(cfg):
     "(wall s, {phase: s}, history, state dict) of one unlearning run, with setup / evaluation / probe phases timed."
     import hac.evaluators as EV
     import hac.train as T
-    tm, saved = {}, []
-    def wrap(obj, name, key):
-        f = getattr(obj, name)
-        def g(*a, **k):
-            t = time.perf_counter(); r = f(*a, **k); tm[key] = tm.get(key, 0.0) + time.perf_counter() - t
-            return r
-        saved.append((obj, name, f)); setattr(obj, name, g)
-    wrap(T, "_setup", "setup"); wrap(EV.AnimalMNISTEval, "full", "eval"); wrap(EV.AnimalMNISTEval, "probe", "probe")
-    try:
+    with phase_timer([(T, "_setup", "setup"), (EV.AnimalMNISTEval, "full", "eval"), (EV.AnimalMNISTEval, "probe", "probe")]) as tm:
         t0 = time.perf_counter(); out = T.train(cfg); wall = time.perf_counter() - t0
-    finally:
-        for obj, name, f in saved: setattr(obj, name, f)
     return wall, tm, out["history"], {k: v.clone() for k, v in out["model"].state_dict().items()}
 
 

@@ -258,7 +258,7 @@ def _build(cfg: TrainConfig, device, model=None):
     return model, frozen
 
 def frozen_copy(model: nn.Module) -> nn.Module:
-    """An eval-mode, no-grad copy of `model` (the start model that AC, HAC and the methods of NEEDS_FROZEN compare with).
+    """An eval-mode, no-grad copy of `model` (the start model that HAC and the methods of NEEDS_FROZEN compare with).
     A frozen text encoder (the tiny models' MiniLM: 22.7 M parameters no run changes) is shared with `model`, not copied."""
     memo, text = {}, getattr(model, "textual", None)
     if getattr(text, "frozen", False) and hasattr(text, "encoder"): memo[id(text.encoder)] = text.encoder

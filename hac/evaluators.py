@@ -17,7 +17,7 @@ import hac
 from .core import Store, atomic_write_json, content_key, default_workers, fingerprint, kernel_id, patch_to, pick_device, refuse_finished
 from .data import AnimalMNIST, prepare_images, named_templates
 from .evaluate import heldout_prompts, unlearning_scores
-from .metrics import METRIC_KEYS, canonical_metrics, mia_efficacy
+from .metrics import METRIC_KEYS, canonical_metrics, hub_mia_efficacy, mia_efficacy
 from .lorentz import dist0
 from .checkpoints import resolve_model
 from .zeroshot import (BUILTIN_CONCEPTS, ZeroShotFolder, check_folder_format, describe_input, concept_class_ids, load_classnames, load_concepts, load_templates, match_folders, zero_shot_folder)
@@ -86,10 +86,10 @@ class AnimalMNISTEval:
 
     def texts(self) -> list[str]: return [p for ps in (self.heldout or []) for p in ps]
 
-    def _scores(self, model, x, y) -> dict:
+    def _scores(self, model, x, y, keep_logits: bool = False) -> dict:
         out = unlearning_scores(model, x, y, list(self.classes), list(self.templates), forget=self.forget,
                                 heldout=self.heldout, batch_size=500)
-        out.pop("logits")
+        if not keep_logits: out.pop("logits")
         return out
 
     def _tree(self, model) -> dict:
@@ -112,14 +112,17 @@ def probe(self, model) -> dict:
 @patch_to(AnimalMNISTEval)
 @torch.no_grad()
 def full(self, model) -> dict:
-    "Test-split metrics (every METRIC_KEYS key), per-class top-1, the hierarchy for MERU, and MIA-Efficacy when asked."
+    "Test-split metrics (every METRIC_KEYS key), per-class top-1, the hierarchy for MERU, and MIA-Efficacy (raw and hub-corrected) when asked."
     x, y = self.test_set
-    out = self._scores(model, x, y)
+    out = self._scores(model, x, y, keep_logits=True)
+    test_logits = out.pop("logits")
     correct = (out.pop("pred") == y).float()
     out["per_class"] = {k: correct[y == i].mean().item() for i, k in enumerate(self.classes) if (y == i).any()}
     if self.mia_sets is not None and len(self.mia_sets[2][1]):
-        lg = lambda xy: (unlearning_scores(model, *xy, list(self.classes), list(self.templates), batch_size=500)["logits"], xy[1])
-        out.update(mia_efficacy(*(lg(xy) for xy in self.mia_sets)))
+        sets = [(unlearning_scores(model, *xy, list(self.classes), list(self.templates), batch_size=500)["logits"], xy[1])
+                for xy in self.mia_sets]
+        out.update(mia_efficacy(*sets))
+        out.update(hub_mia_efficacy(*sets, reference=test_logits))   # the hub-corrected accuracies' reference: the test split
     return {**out, **self._tree(model)}
 
 # %% ../nbs/05d_evaluators.ipynb #798b20f0
@@ -128,8 +131,9 @@ _EVAL_STORE = Store("HAC_EVAL_CACHE", ".pkl", check=lambda v: isinstance(v, dict
 @patch_to(AnimalMNISTEval)
 def cache_key(self) -> str:
     "Hash of what an AnimalMNISTEval computes on: probe and test images and labels, prompts, forget classes, taxonomy."
+    # "mia: raw+hub": what `full` computes of the attack (a stored result without the hub-corrected attack is not served)
     meta = json.dumps([list(self.classes), list(self.concepts), list(self.templates), self.parent.tolist(), list(self.forget),
-                       self.levels.tolist(), self.heldout], default=str)
+                       self.levels.tolist(), self.heldout, "mia: raw+hub"], default=str)
     sets = (*self.probe_set, *self.test_set, *(t for xy in (self.mia_sets or ()) for t in xy))   # the attack's images too
     return fingerprint({str(i): t for i, t in enumerate(sets)}, meta)
 

@@ -26,8 +26,8 @@ from .train import train
 __all__ = ['REACH_STATUSES', 'LR_RULES', 'UNIT_COLUMNS', 'PAIRINGS', 'TUNE_RULES', 'GAP_METRICS', 'HUB_GAP_METRICS',
            'cached_train', 'pretrain_job', 'unlearn_dir', 'unlearn_job', 'pretrained', 'unlearn', 'train_many',
            'history', 'protocol', 'record', 'eval_images', 'evaluate_model', 'embedding_maps', 'steps_to_target',
-           'choose_lr', 'protocol_jobs', 'unit_row', 'paired_effects', 'tune_lr', 'grad_evals', 'gaps', 'front_rival',
-           'run_configs', 'matched_at_levels']
+           'choose_lr', 'protocol_jobs', 'unit_row', 'paired_effects', 'tune_lr', 'grad_evals', 'gaps', 'peak_memory',
+           'front_rival', 'run_configs', 'matched_at_levels']
 
 # %% ../nbs/09_experiments.ipynb #72f0b316
 _VOLATILE = ("progress", "out_dir", "resume", "save_model")   # none changes a number a run writes
@@ -134,7 +134,7 @@ def record(metrics: dict, **meta) -> dict:
         m = metrics.get(when, {})
         for k in METRIC_KEYS:
             if m.get(k) is None: continue
-            pct = k.endswith("acc") or k in ("forget_prob", "mia_efficacy")   # fractions -> %, scores (AUC, margin, radius) as they are
+            pct = k.endswith("acc") or k in ("forget_prob", "mia_efficacy", "hub_mia_efficacy")   # fractions -> %, scores (AUC, margin, radius) as they are
             row[f"{short.get(k, k)}_{when}"] = (100.0 if pct else 1.0) * float(m[k])
     row["train_time_s"] = metrics.get("train_time_s")
     return row
@@ -359,8 +359,8 @@ def tune_lr(runs: pd.DataFrame, # tuning runs: method, lr, seed, status, retain_
 # %% ../nbs/09_experiments.ipynb #43707c5b
 GAP_METRICS = {"forget_after": "forget", "retain_after": "retain", "acc_after": "test", "mia_efficacy_after": "mia"}   # record() column -> gap name
 # the same with hub-corrected accuracies (column-centred logits): a retrained CLIP's forget prompt is a hub (Table 5),
-# so its raw accuracies are no gold standard; the MIA attack reads the raw softmax either way
-HUB_GAP_METRICS = {"hub_forget_acc_after": "forget", "hub_retain_acc_after": "retain", "hub_acc_after": "test", "mia_efficacy_after": "mia"}
+# so its raw accuracies are no gold standard; the membership attack then reads hub-corrected logits too
+HUB_GAP_METRICS = {"hub_forget_acc_after": "forget", "hub_retain_acc_after": "retain", "hub_acc_after": "test", "hub_mia_efficacy_after": "mia"}
 
 def grad_evals(cfg: dict) -> int:
     "Backward passes of a run from its config.json: one per step, plus SalUn's saliency batches; SLUG two per batch."
@@ -375,6 +375,34 @@ def gaps(row: dict, # record() columns of one run (accuracies and MIA-Efficacy i
     "Gaps to the retrained model and SalUn's Avg. Gap (NaN when a metric is missing on either side)."
     g = {f"{prefix}gap_{n}": float(row.get(k, np.nan)) - float(ref.get(k, np.nan)) for k, n in metrics.items()}
     return {**g, f"{prefix}avg_gap": float(np.mean([abs(v) for v in g.values()]))}
+
+# %% ../nbs/09_experiments.ipynb #54cca5cd
+_PEAK_SNIPPET = r"""
+import json, sys, time
+from hac.config import TrainConfig
+from hac.train import train
+cfg = TrainConfig.from_dict(json.loads(sys.argv[1]))
+t = time.perf_counter()
+train(cfg)
+wall = time.perf_counter() - t
+kib = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])   # this process image's peak since exec
+print(json.dumps({"peak_mib": kib / 1024, "wall_s": wall}))
+"""
+
+def peak_memory(cfg: TrainConfig, # the run to measure (its out_dir is replaced by a temporary folder)
+                timeout: float | None = None, # seconds before the child is killed (None: no limit)
+               ) -> dict: # {"peak_mib": peak resident memory of the process (MiB), "wall_s": seconds of train() in it}
+    "Peak resident memory and wall time of `train(cfg)` alone in a fresh Python process (Linux: /proc/self/status)."
+    import subprocess, sys, tempfile
+    if not Path("/proc/self/status").exists():
+        raise RuntimeError("peak_memory reads VmHWM from /proc/self/status, which this system lacks (Linux only): "
+                           "measure peak memory with the platform's own tool")
+    with tempfile.TemporaryDirectory() as d:
+        spec = json.dumps(replace(cfg, out_dir=str(Path(d) / "run"), progress=False, resume=False).to_dict(), default=str)
+        out = subprocess.run([sys.executable, "-c", _PEAK_SNIPPET, spec], capture_output=True, text=True, timeout=timeout)
+    if out.returncode:
+        raise RuntimeError(f"peak_memory: the {cfg.method} run failed in its own process (exit {out.returncode}):\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 # %% ../nbs/09_experiments.ipynb #6f48c9c4
 def front_rival(units: pd.DataFrame, # units.csv rows: concept, seed, method, status, and `col`

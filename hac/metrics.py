@@ -8,7 +8,7 @@ __all__ = ['METRIC_KEYS', 'REPORT_KEYS', 'as_labels', 'check_forget', 'confusion
            'cone_shares', 'synthetic_cone_pairs', 'linear_probe', 'knn_probe', 'membership_scores', 'roc_auc',
            'tpr_at_fpr', 'membership_inference', 'retrieval_scores', 'weight_distance', 'output_distance',
            'forget_scores', 'hub_correct', 'hub_score', 'canonical_metrics', 'top1_accuracies', 'mia_features',
-           'mia_efficacy']
+           'mia_efficacy', 'hub_mia_efficacy']
 
 # %% ../nbs/00b_metrics.ipynb #94615582
 import math
@@ -442,6 +442,8 @@ METRIC_KEYS = {
     "image_radius": "MERU: mean distance of the image embeddings to the origin",
     "mia_efficacy": "share of forget-class training images a membership attack calls unseen (SalUn's MIA-Efficacy; runs with mia_size)",
     "mia_attack_acc": "the membership attack's accuracy on its own balanced members / non-members (0.5: nothing to separate)",
+    "hub_mia_efficacy": "MIA-Efficacy on hub-corrected logits (each prompt's mean over the test split subtracted)",
+    "hub_mia_attack_acc": "... the attack's accuracy on hub-corrected logits",
 }
 # the other keys of the report functions (forget_retain_accuracy, zero_shot_report, the probes, hac.zeroshot), which
 # also return acc, forget_acc and retain_acc
@@ -504,3 +506,11 @@ def mia_efficacy(members: tuple, # (logits, labels) of training images of retain
     clf = LogisticRegression(max_iter=1000).fit((X - mu) / sd, y)
     t = (mia_features(*targets).numpy() - mu) / sd
     return {"mia_efficacy": float((clf.predict(t) == 0).mean()), "mia_attack_acc": float(clf.score((X - mu) / sd, y))}
+
+# %% ../nbs/00b_metrics.ipynb #d26125b3
+def hub_mia_efficacy(members: tuple, nonmembers: tuple, targets: tuple, # (logits, labels) each, as in `mia_efficacy`
+                     reference: torch.Tensor, # (M, C) logits of the reference images (the test split)
+                    ) -> dict: # hub_mia_efficacy, hub_mia_attack_acc
+    "`mia_efficacy` on hub-corrected logits (each prompt's mean over `reference` subtracted from every set)."
+    hub = lambda xy: (hub_correct(xy[0], reference), xy[1])
+    return {f"hub_{k}": v for k, v in mia_efficacy(hub(members), hub(nonmembers), hub(targets)).items()}

@@ -18,13 +18,14 @@ from .stats import claim_test, fmt_interval, seed_table, sign_test
 from .viz import save_figure
 
 # %% auto #0
-__all__ = ['FRONTIER_COLS', 'STATUSES', 'BENCH_COLUMNS', 'BENCH_GEOMETRY_METHODS', 'VERDICT_ORDER', 'CONE_RECIPE_HEADERS',
-           'PAPERS', 'interval_table', 'Render', 'main_table_records', 'hyperparameter_table', 'frontier_table',
-           'cone_shares', 'pooled_drift_tests', 'protocol_endpoints', 'protocol_table', 'protocol_lr_text',
-           'benchmark_table', 'claim_spec', 'claim_row', 'edge_order_claim', 'protocol_comparisons', 'protocol_claims',
-           'benchmark_claims', 'front_claims', 'per_seed', 'gap_slopes', 'single_concept_claims', 'g3', 'interval_text',
-           'mde_text', 'margin_text', 'claim_evidence', 'verdict_counts', 'claims_markdown', 'per_concept_effects',
-           'reading_counts', 'forest_panels', 'index_markdown', 'notebook_timings', 'results_markdown']
+__all__ = ['FRONTIER_COLS', 'STATUSES', 'BENCH_COLUMNS', 'BENCH_PEAK', 'BENCH_GEOMETRY_METHODS', 'VERDICT_ORDER',
+           'CONE_RECIPE_HEADERS', 'PAPERS', 'interval_table', 'Render', 'main_table_records', 'hyperparameter_table',
+           'frontier_table', 'cone_shares', 'pooled_drift_tests', 'protocol_endpoints', 'protocol_table',
+           'protocol_lr_text', 'benchmark_table', 'claim_spec', 'claim_row', 'edge_order_claim', 'protocol_comparisons',
+           'protocol_claims', 'benchmark_claims', 'front_claims', 'per_seed', 'gap_slopes', 'single_concept_claims',
+           'g3', 'interval_text', 'mde_text', 'margin_text', 'claim_evidence', 'verdict_counts', 'claims_markdown',
+           'per_concept_effects', 'reading_counts', 'forest_panels', 'index_markdown', 'notebook_timings',
+           'results_markdown']
 
 # %% ../nbs/10_paper.ipynb #89c27afd
 def interval_table(st: pd.DataFrame, # seed_table() output: <col>_mean/_std/_ci_low/_ci_high and seeds
@@ -160,14 +161,19 @@ def protocol_lr_text(proto: dict, # 07_protocol metrics.json: concepts, lr, lr_r
     return ", ".join(f"{c} {float(proto['lr'][c]):g}" + ("" if proto["lr_reached"][c] else " (not reached)") for c in proto["concepts"])
 
 BENCH_COLUMNS = {"forget_after": "forget acc. (%)", "retain_after": "retain acc. (%)", "acc_after": "test acc. (%)",
-                 "mia_efficacy_after": "MIA-Efficacy (%)", "avg_gap": "Avg. Gap, raw (points) ↓",
+                 "mia_efficacy_after": "MIA-Efficacy (%)", "hub_mia_efficacy_after": "MIA-Efficacy, hub-corrected (%)",
+                 "avg_gap": "Avg. Gap, raw (points) ↓",
                  "hub_avg_gap": "Avg. Gap, hub-corrected (points) ↓", "train_time_s": "train s / run", "grad_evals": "backward passes"}
 
-def benchmark_table(bench: pd.DataFrame, # 08_benchmark benchmark.csv: method, lr_note, n_reached, n_units, <col>_mean/... , seeds
-                   ) -> pd.DataFrame: # method, lr, reached, one interval column per BENCH_COLUMNS header, seeds
-    "Table 16's shown frame (2 decimals)."
+BENCH_PEAK = "peak MiB, one run (x finetune)"
+
+def benchmark_table(bench: pd.DataFrame, # 08_benchmark benchmark.csv: method, lr_note, n_reached, n_units, <col>_mean/... ,
+                                         # peak_mib, peak_mib_ratio (one run alone in a fresh process), seeds
+                   ) -> pd.DataFrame: # method, lr, reached, one interval column per BENCH_COLUMNS header, BENCH_PEAK, seeds
+    "Table 16's shown frame (2 decimals; the peak memory of one run in MiB with its ratio to fine-tuning on the same model)."
     lead = bench[["method"]].assign(lr=bench.lr_note, reached=[f"{a} / {b}" for a, b in zip(bench.n_reached, bench.n_units)])
-    return interval_table(bench, lead, BENCH_COLUMNS, 2)
+    peak = [f"{m:,.0f} ({r:.2f}x)" if r == r else f"{m:,.0f}" for m, r in zip(bench.peak_mib, bench.peak_mib_ratio)]   # r != r: NaN
+    return interval_table(bench, lead, BENCH_COLUMNS, 2, extra={BENCH_PEAK: peak})
 
 # %% ../nbs/10_paper.ipynb #68e0afae
 def claim_spec(cc: dict, # configs/claims.yaml
@@ -523,13 +529,17 @@ def results_markdown(cl: pd.DataFrame, # decided claims
         res += ["", f"**The cone trade-off** (MERU pretrained at seed {seeds[0]} with other entailment weights; one seed, exploratory):", "",
                 cone_recipe.rename(columns=CONE_RECIPE_HEADERS).round(3).to_markdown(index=False)]
     b16 = bench.sort_values("hub_avg_gap_mean")[["method", "hub_avg_gap_mean", "hub_avg_gap_ci_low", "hub_avg_gap_ci_high", "avg_gap_mean",
-                                                "forget_after_mean", "retain_after_mean", "mia_efficacy_after_mean", "n_reached", "n_units"]]
+                                                "forget_after_mean", "retain_after_mean", "mia_efficacy_after_mean", "hub_mia_efficacy_after_mean",
+                                                "n_reached", "n_units"]]
     res += ["", f"**The benchmark (Table 16)**: every method on CLIP and MERU, {', '.join(bmeta['concepts'])} x {len(bmeta['seeds'])} seeds, "
             "each tuned by the same rule; sorted by SalUn's Avg. Gap to the retrained model with hub-corrected accuracies (lower: closer "
-            "to retraining; the raw Avg. Gap beside it is inflated for CLIP, whose retrained forget prompt is a hub).", "",
-            "| method | Avg. Gap, hub-corrected [95 % interval] | Avg. Gap, raw | forget acc. (%) | retain acc. (%) | MIA-Efficacy (%) | reached target |", "|---|---|---|---|---|---|---|"]
+            "to retraining; the raw Avg. Gap beside it is inflated for CLIP, whose retrained forget prompt is a hub; the hub-corrected one "
+            "also runs the membership attack on hub-corrected logits).", "",
+            "| method | Avg. Gap, hub-corrected [95 % interval] | Avg. Gap, raw | forget acc. (%) | retain acc. (%) | MIA-Efficacy, raw / hub-corrected (%) | reached target |",
+            "|---|---|---|---|---|---|---|"]
     res += [f"| {r.method} | {r.hub_avg_gap_mean:.2f} [{r.hub_avg_gap_ci_low:.2f}, {r.hub_avg_gap_ci_high:.2f}] | {r.avg_gap_mean:.2f} | {r.forget_after_mean:.1f} | "
-            f"{r.retain_after_mean:.1f} | {r.mia_efficacy_after_mean:.1f} | {r.n_reached} / {r.n_units} |" for r in b16.itertuples()]
+            f"{r.retain_after_mean:.1f} | {r.mia_efficacy_after_mean:.1f} / {r.hub_mia_efficacy_after_mean:.1f} | {r.n_reached} / {r.n_units} |"
+            for r in b16.itertuples()]
     res += ["", "The frontier (Table 8, Figure 6), matched forgetting at each model's retrained level (Table 9), ablations "
             "with each term's logged value (Table 3), the gold-standard diagnostics (Table 5), drift (Table 13) and the "
             "hierarchy attachment (Table 10, Figure 9) are in `paper_figures/` (index: its README)."]

@@ -311,6 +311,8 @@ K_SPREAD = 3.0  # a mean may move by this many standard errors of the difference
 TOLERANCES = {  # kind -> how its columns are compared; abs/rel: the floor max(abs, rel * |reference|) of a number
     "provenance": dict(words={"git", "commit", "version", "seconds", "wall", "time", "started", "finished", "duration"},
                        compare="ignore", why="differs between any two runs by construction"),
+    "resources": dict(words={"mib"}, compare="ignore",
+                      why="memory in MiB: set by the machine's libraries and allocator, like the wall times"),
     "free_text": dict(words={"evidence", "notes", "note", "caption", "comment", "description", "reading"}, compare="ignore",
                       why="prose written from numbers that are compared"),
     "p_value": dict(names={"p", "p_holm", "p_value", "p_bonferroni"}, compare="ignore", why="judged through the claim's verdict"),

@@ -231,6 +231,71 @@ def bench_step_flops(quick=False):
              rate / gemm, ">= 0.6 (FLOP-rate ratio)")]
 
 
+@contextlib.contextmanager
+def _lever(name):
+    "While the block runs, hac.train builds its optimizer or model with the speed lever `name` ('' for none)."
+    import functools
+    import hac.train as T
+    adamw, build = torch.optim.AdamW, T._build
+    if name in ("fused AdamW", "foreach AdamW"):
+        torch.optim.AdamW = functools.partial(adamw, **({"fused": True} if name == "fused AdamW" else {"foreach": True}))
+    elif name == "compiled image tower":
+        def compiled(cfg, device, model=None):
+            model, frozen = build(cfg, device, model)
+            model.visual.compile()   # in place: the state_dict keeps its keys
+            return model, frozen
+        T._build = compiled
+    elif name: raise ValueError(f"unknown lever {name!r}")
+    try:
+        yield
+    finally:
+        torch.optim.AdamW, T._build = adamw, build
+
+
+LEVERS = ("foreach AdamW", "fused AdamW", "compiled image tower")
+
+
+def bench_levers(quick=False):
+    """The levers of the step's FLOP rate, each alone on the `step_flops` pretraining step (tiny MERU, batch 128, 1
+    thread): median step time against the eager step of the same run length, and whether the weights after the run
+    are bit-identical to the eager run's (a lever that changes them needs every cached run retrained before it can be
+    kept). torch.compile's first steps (compilation) are outside the median; the first step's seconds (from the call of
+    train, so setup included) are in the row's label."""
+    import hac.train as T
+    from hac.config import pretrain_config
+    threads = torch.get_num_threads(); torch.set_num_threads(1)
+    try:
+        cfg = pretrain_config("meru", steps=12 if quick else 40, batch_size=128, log_every=10**6, test_size=50, probe_size=50,
+                              threads=1, progress=False)
+        def run(name):
+            stamps, orig = [], T._after_step
+            T._after_step = lambda step, state: stamps.append(time.perf_counter())
+            t0 = time.perf_counter()
+            try:
+                with _lever(name): model = T.train(cfg)["model"]
+            finally:
+                T._after_step = orig
+            gaps = sorted(b - a for a, b in zip(stamps[:-1], stamps[1:]))
+            return gaps[len(gaps) // 2], stamps[0] - t0, {k: v.detach().clone() for k, v in model.state_dict().items()}
+        run("")   # the first run in a process encodes the vocabulary (setup seconds): not a fair baseline
+        base = run("")
+        rows = []
+        for name in LEVERS:
+            try:
+                r = run(name)
+            except Exception as e:   # a lever this torch build or CPU lacks is a finding, not a crash of the table
+                rows.append((f"pretrain step + {name}: unavailable ({type(e).__name__}: {str(e).splitlines()[0][:80]})", float("nan"),
+                             "eager step", base[0] * 1e3, float("nan"), "info"))
+                continue
+            diff = max(float((r[2][k].float() - base[2][k].float()).abs().max()) for k in base[2] if base[2][k].is_floating_point())
+            same = "bit-identical" if diff == 0 else f"weights differ after {cfg.steps} steps (max |dw| {diff:.1e})"
+            rows.append((f"pretrain step + {name} ({same}; first step {r[1]:.1f} s vs {base[1]:.1f} s)", r[0] * 1e3,
+                         "eager step, same run", base[0] * 1e3, r[0] / base[0], "info (kept only if bit-identical or retrained)"))
+    finally:
+        torch.set_num_threads(threads)
+    return rows
+
+
 _METHOD_MEM_SNIPPET = r"""
 import json, sys, time, torch
 from hac.config import unlearn_config
@@ -341,7 +406,7 @@ def bench_unlearn_run(quick=False):
 
 BENCHES = {"lorentz": bench_lorentz, "steps": bench_steps, "fullsize": bench_fullsize, "eval": bench_eval,
            "memory": bench_memory, "reproduce": bench_reproduce, "step_flops": bench_step_flops, "memory_methods": bench_memory_methods,
-           "unlearn_run": bench_unlearn_run}
+           "unlearn_run": bench_unlearn_run, "levers": bench_levers}
 
 
 SEED_PREFIXES = {"pairwise_dist": "lorentz", "ext angle": "lorentz", "HAC step": "steps", "zero-shot eval": "eval",

@@ -296,18 +296,6 @@ def bench_levers(quick=False):
     return rows
 
 
-_METHOD_MEM_SNIPPET = r"""
-import json, sys, time, torch
-from hac.config import unlearn_config
-from hac.train import train
-method, ckpt, out = sys.argv[1], sys.argv[2], sys.argv[3]
-kw = json.loads(sys.argv[4])
-torch.set_num_threads(1)
-t = time.perf_counter()
-train(unlearn_config(method, ckpt, ["dog"], out_dir=out, **kw))
-print(json.dumps({"wall_s": time.perf_counter() - t, "peak_mib": int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024}))
-"""
-
 BENCH_METHODS = ("finetune", "neggrad", "ac", "hac", "salun", "cliperase", "delete", "diet", "slug")
 
 
@@ -318,7 +306,8 @@ def bench_memory_methods(quick=False):
     image since its exec; ru_maxrss would carry over the forking parent's peak, and the shared worker processes of
     `make reproduce` cannot give a peak per run). Random-init tiny models: memory and time do
     not depend on the weights. Baseline: fine-tuning on the same model."""
-    import json, subprocess, sys
+    from hac.config import unlearn_config
+    from hac.experiments import peak_memory
     kw = dict(steps=6 if quick else 30, batch_size=64, forget_batch=32, warmup=5, log_every=3, probe_size=300,
               test_size=300 if quick else 0, mia_size=0 if quick else 500, min_lr_ratio=1.0, lr=2e-5, threads=1, progress=False)
     rows = []
@@ -328,10 +317,7 @@ def bench_memory_methods(quick=False):
             res = {}
             for m in BENCH_METHODS:
                 if m == "hac" and kind == "clip": continue
-                out = subprocess.run([sys.executable, "-c", _METHOD_MEM_SNIPPET, m, str(ckpt), str(Path(d) / f"{kind}-{m}"), json.dumps(kw)],
-                                     capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-                if out.returncode: raise RuntimeError(f"{kind} + {m} failed:\n{out.stderr[-2000:]}")
-                res[m] = json.loads(out.stdout.strip().splitlines()[-1])
+                res[m] = peak_memory(unlearn_config(m, str(ckpt), ["dog"], **kw))   # alone in a fresh process (VmHWM)
             base = res["finetune"]
             for m, r in res.items():
                 rows.append((f"peak RSS, {kind.upper()} + {m}, one benchmark run, MiB (wall {r['wall_s']:.1f} s)", r["peak_mib"],

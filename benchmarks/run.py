@@ -231,6 +231,65 @@ def bench_step_flops(quick=False):
              rate / gemm, ">= 0.6 (FLOP-rate ratio)")]
 
 
+
+def bench_gemm_ceiling(quick=False):
+    """The ceiling of the `step_flops` ratio. Every FLOP-counted op of one forward + backward of that step (the matrix
+    products and the patch convolution that `FlopCounterMode` counts) is recorded with copies of its operands (same
+    shapes and strides), then replayed alone at 1 thread, best of several. Their FLOPs over their summed replay time is
+    the rate the step would reach if everything else (LayerNorm, GELU, softmax, attention, the loss, the optimizer,
+    batch drawing) cost nothing. Over the 1024^3 GEMM of `step_flops`, timed in the same process, it bounds that row's
+    ratio from above. The second row: the replayed ops' share of a measured step."""
+    import hac.train as T
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import FlopCounterMode, flop_registry
+    from hac.config import pretrain_config
+
+    def copy(a): return a.detach().clone() if isinstance(a, torch.Tensor) else a   # clone keeps dense strides (transposes)
+
+    class Record(TorchDispatchMode):
+        "Every op of the FLOP counter's registry that runs inside, with copies of its operands."
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func.overloadpacket in flop_registry:
+                self.calls.append((func, tuple(copy(a) for a in args), {k: copy(v) for k, v in kwargs.items()}))
+            return func(*args, **kwargs)
+
+    threads = torch.get_num_threads(); torch.set_num_threads(1)
+    try:
+        kw = dict(steps=12 if quick else 40, batch_size=128, log_every=10**6, test_size=50, probe_size=50, threads=1, progress=False)
+        cfg = pretrain_config("meru", **kw)
+        run, opt, sched, objective, groups, _ = T._setup(cfg, None, None, None, None)
+        run.model.train()
+        b = run.data.draw(0, 0, 1)
+        rec = Record()
+        with rec:
+            T._objective(run, objective, T._loss_batch(run, b))["loss"].backward()
+        flops, secs, kinds = 0, 0.0, {}
+        for func, args, kwargs in rec.calls:
+            with FlopCounterMode(display=False) as fc:
+                func(*args, **kwargs)
+            f = fc.get_total_flops()
+            t = timeit(lambda: func(*args, **kwargs), repeat=3 if quick else 7)
+            flops, secs = flops + f, secs + t
+            name = func.overloadpacket.__name__
+            kinds[name] = kinds.get(name, 0) + 1
+        gemm = _gemm_rate()
+        step = _step_times(cfg)
+        gemm = max(gemm, _gemm_rate())   # best of both sides of the timings (load drifts)
+    finally:
+        torch.set_num_threads(threads)
+    ops = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+    rate = flops / secs
+    return [(f"the step's FLOP-counted ops replayed alone ({ops}): {flops / 1e9:.2f} GFLOP at {rate / 1e9:.0f} GFLOP/s (ms)",
+             secs * 1e3, f"fp32 GEMM 1024^3, 1 thread, {gemm / 1e9:.0f} GFLOP/s (ms per GEMM)", 2 * 1024 ** 3 / gemm * 1e3,
+             rate / gemm, "info: ceiling of the step_flops ratio"),
+            ("  their share of one pretraining step (ms of the replayed ops)", secs * 1e3, "median step of the same config (ms)",
+             step * 1e3, secs / step, "info")]
+
+
 @contextlib.contextmanager
 def _lever(name):
     "While the block runs, hac.train builds its optimizer or model with the speed lever `name` ('' for none)."
@@ -245,6 +304,14 @@ def _lever(name):
             model.visual.compile()   # in place: the state_dict keeps its keys
             return model, frozen
         T._build = compiled
+    elif name == "unfused attention":
+        def unfused(cfg, device, model=None):
+            model, frozen = build(cfg, device, model)
+            for net in (model, frozen):   # timm's Attention: q @ k^T, softmax, @ v (bmm) instead of SDPA's CPU flash kernel
+                for m in (net.visual.modules() if net is not None else ()):
+                    if hasattr(m, "fused_attn"): m.fused_attn = False
+            return model, frozen
+        T._build = unfused
     elif name: raise ValueError(f"unknown lever {name!r}")
     try:
         yield
@@ -252,7 +319,7 @@ def _lever(name):
         torch.optim.AdamW, T._build = adamw, build
 
 
-LEVERS = ("foreach AdamW", "fused AdamW", "compiled image tower")
+LEVERS = ("foreach AdamW", "fused AdamW", "compiled image tower", "unfused attention")
 
 
 def bench_levers(quick=False):
@@ -392,7 +459,7 @@ def bench_unlearn_run(quick=False):
 
 BENCHES = {"lorentz": bench_lorentz, "steps": bench_steps, "fullsize": bench_fullsize, "eval": bench_eval,
            "memory": bench_memory, "reproduce": bench_reproduce, "step_flops": bench_step_flops, "memory_methods": bench_memory_methods,
-           "unlearn_run": bench_unlearn_run, "levers": bench_levers}
+           "unlearn_run": bench_unlearn_run, "levers": bench_levers, "gemm_ceiling": bench_gemm_ceiling}
 
 
 SEED_PREFIXES = {"pairwise_dist": "lorentz", "ext angle": "lorentz", "HAC step": "steps", "zero-shot eval": "eval",

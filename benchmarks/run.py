@@ -203,22 +203,29 @@ def _gemm_rate(n=1024, repeat=7):
     return 2 * n ** 3 / timeit(lambda: a @ b, repeat=repeat, warmup=2)
 
 
+def _pretrain_step(quick=False):
+    """The `step_flops` pretraining config (tiny MERU, batch 128, 1 thread) and a function that runs one forward +
+    backward of its first batch (the model set up by hac.train as `train` would)."""
+    import hac.train as T
+    from hac.config import pretrain_config
+    kw = dict(steps=12 if quick else 40, batch_size=128, log_every=10**6, test_size=50, probe_size=50, threads=1, progress=False)
+    cfg = pretrain_config("meru", **kw)
+    run, opt, sched, objective, groups, _ = T._setup(cfg, None, None, None, None)
+    run.model.train()
+    b = run.data.draw(0, 0, 1)
+    return cfg, lambda: T._objective(run, objective, T._loss_batch(run, b))["loss"].backward()
+
+
 def bench_step_flops(quick=False):
     """A pretraining step of the default profile (tiny MERU, batch 128), 1 thread: its forward + backward FLOPs
     (`FlopCounterMode`) per second of a loop step (median of `hac.train.train`'s steps, optimizer and batch drawing
     included), over a 1-thread fp32 1024^3 GEMM timed in the same process."""
-    import hac.train as T
     from torch.utils.flop_counter import FlopCounterMode
-    from hac.config import pretrain_config
     threads = torch.get_num_threads(); torch.set_num_threads(1)
     try:
-        kw = dict(steps=12 if quick else 40, batch_size=128, log_every=10**6, test_size=50, probe_size=50, threads=1, progress=False)
-        cfg = pretrain_config("meru", **kw)
-        run, opt, sched, objective, groups, _ = T._setup(cfg, None, None, None, None)
-        run.model.train()
-        b = run.data.draw(0, 0, 1)
+        cfg, fwd_bwd = _pretrain_step(quick)
         with FlopCounterMode(display=False) as fc:
-            T._objective(run, objective, T._loss_batch(run, b))["loss"].backward()
+            fwd_bwd()
         flops = fc.get_total_flops()
         gemm = _gemm_rate()
         step = _step_times(cfg)
@@ -239,10 +246,8 @@ def bench_gemm_ceiling(quick=False):
     the rate the step would reach if everything else (LayerNorm, GELU, softmax, attention, the loss, the optimizer,
     batch drawing) cost nothing. Over the 1024^3 GEMM of `step_flops`, timed in the same process, it bounds that row's
     ratio from above. The second row: the replayed ops' share of a measured step."""
-    import hac.train as T
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils.flop_counter import FlopCounterMode, flop_registry
-    from hac.config import pretrain_config
 
     def copy(a): return a.detach().clone() if isinstance(a, torch.Tensor) else a   # clone keeps dense strides (transposes)
 
@@ -259,14 +264,10 @@ def bench_gemm_ceiling(quick=False):
 
     threads = torch.get_num_threads(); torch.set_num_threads(1)
     try:
-        kw = dict(steps=12 if quick else 40, batch_size=128, log_every=10**6, test_size=50, probe_size=50, threads=1, progress=False)
-        cfg = pretrain_config("meru", **kw)
-        run, opt, sched, objective, groups, _ = T._setup(cfg, None, None, None, None)
-        run.model.train()
-        b = run.data.draw(0, 0, 1)
+        cfg, fwd_bwd = _pretrain_step(quick)
         rec = Record()
         with rec:
-            T._objective(run, objective, T._loss_batch(run, b))["loss"].backward()
+            fwd_bwd()
         flops, secs, kinds = 0, 0.0, {}
         for func, args, kwargs in rec.calls:
             with FlopCounterMode(display=False) as fc:

@@ -203,13 +203,18 @@ def _gemm_rate(n=1024, repeat=7):
     return 2 * n ** 3 / timeit(lambda: a @ b, repeat=repeat, warmup=2)
 
 
-def _pretrain_step(quick=False):
-    """The `step_flops` pretraining config (tiny MERU, batch 128, 1 thread) and a function that runs one forward +
-    backward of its first batch (the model set up by hac.train as `train` would)."""
-    import hac.train as T
+def _step_config(quick=False):
+    "The pretraining config of the step rows (step_flops, gemm_ceiling, levers): tiny MERU, batch 128, 1 thread."
     from hac.config import pretrain_config
-    kw = dict(steps=12 if quick else 40, batch_size=128, log_every=10**6, test_size=50, probe_size=50, threads=1, progress=False)
-    cfg = pretrain_config("meru", **kw)
+    return pretrain_config("meru", steps=12 if quick else 40, batch_size=128, log_every=10**6, test_size=50, probe_size=50,
+                           threads=1, progress=False)
+
+
+def _pretrain_step(quick=False):
+    """The `_step_config` and a function that runs one forward + backward of its first batch (the model set up by
+    hac.train as `train` would)."""
+    import hac.train as T
+    cfg = _step_config(quick)
     run, opt, sched, objective, groups, _ = T._setup(cfg, None, None, None, None)
     run.model.train()
     b = run.data.draw(0, 0, 1)
@@ -236,7 +241,6 @@ def bench_step_flops(quick=False):
     return [(f"pretrain step, tiny MERU batch 128, 1 thread: {flops / 1e9:.2f} GFLOP fwd+bwd at {rate / 1e9:.0f} GFLOP/s (ms per step)",
              step * 1e3, f"fp32 GEMM 1024^3, 1 thread, {gemm / 1e9:.0f} GFLOP/s (ms per GEMM)", 2 * 1024 ** 3 / gemm * 1e3,
              rate / gemm, ">= 0.6 (FLOP-rate ratio)")]
-
 
 
 def bench_gemm_ceiling(quick=False):
@@ -330,11 +334,9 @@ def bench_levers(quick=False):
     kept). torch.compile's first steps (compilation) are outside the median; the first step's seconds (from the call of
     train, so setup included) are in the row's label."""
     import hac.train as T
-    from hac.config import pretrain_config
     threads = torch.get_num_threads(); torch.set_num_threads(1)
     try:
-        cfg = pretrain_config("meru", steps=12 if quick else 40, batch_size=128, log_every=10**6, test_size=50, probe_size=50,
-                              threads=1, progress=False)
+        cfg = _step_config(quick)
         def run(name):
             stamps, orig = [], T._after_step
             T._after_step = lambda step, state: stamps.append(time.perf_counter())

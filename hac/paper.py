@@ -21,11 +21,11 @@ from .viz import save_figure
 __all__ = ['FRONTIER_COLS', 'STATUSES', 'BENCH_COLUMNS', 'BENCH_PEAK', 'BENCH_GEOMETRY_METHODS', 'VERDICT_ORDER',
            'CONE_RECIPE_HEADERS', 'PAPERS', 'interval_table', 'Render', 'main_table_records', 'hyperparameter_table',
            'frontier_table', 'cone_shares', 'pooled_drift_tests', 'protocol_endpoints', 'protocol_table',
-           'protocol_lr_text', 'benchmark_table', 'claim_spec', 'claim_row', 'edge_order_claim', 'protocol_comparisons',
-           'protocol_claims', 'benchmark_claims', 'front_claims', 'per_seed', 'gap_slopes', 'single_concept_claims',
-           'g3', 'interval_text', 'mde_text', 'margin_text', 'claim_evidence', 'verdict_counts', 'claims_markdown',
-           'per_concept_effects', 'reading_counts', 'forest_panels', 'index_markdown', 'notebook_timings',
-           'results_markdown']
+           'protocol_lr_text', 'benchmark_table', 'claim_spec', 'claim_row', 'claim_units', 'edge_order_claim',
+           'protocol_comparisons', 'protocol_claims', 'benchmark_claims', 'front_claims', 'per_seed', 'gap_slopes',
+           'single_concept_claims', 'g3', 'interval_text', 'mde_text', 'margin_text', 'claim_evidence',
+           'verdict_counts', 'claims_markdown', 'per_concept_effects', 'reading_counts', 'forest_panels',
+           'index_markdown', 'notebook_timings', 'results_markdown']
 
 # %% ../nbs/10_paper.ipynb #89c27afd
 def interval_table(st: pd.DataFrame, # seed_table() output: <col>_mean/_std/_ci_low/_ci_high and seeds
@@ -192,12 +192,27 @@ def claim_row(key: str, text: str, # claims.yaml key; the claim as written in th
               cc: dict, # configs/claims.yaml
               why: str | None = None, # set: the claim is not testable, and why
               source: str = "configs/claims.yaml",
-             ) -> dict: # key, claim, claim_test's fields, units, what, why, testable
-    "One claim's row: `hac.stats.claim_test` of the per-unit effects with the claim's margin and the stated settings."
+              concepts=None, # (U,) the forget concept of each unit (None: one unit per seed, no concept)
+             ) -> dict: # key, claim, claim_test's fields, units, what, why, testable, unit_effect, unit_seed, unit_concept
+    """One claim's row: `hac.stats.claim_test` of the per-unit effects with the claim's margin and the stated settings;
+    the units themselves ride along (unit_* lists) for `claim_units`."""
     margin, units = claim_spec(cc, key, source)
-    r = claim_test(np.asarray(effect, dtype=float), seeds, direction=direction, margin=margin, alpha=float(cc["alpha"]),
+    e = np.asarray(effect, dtype=float).ravel()
+    r = claim_test(e, seeds, direction=direction, margin=margin, alpha=float(cc["alpha"]),
                    power=cc["power"], n_boot=cc["n_boot"], seed=cc["bootstrap_seed"], min_seeds=cc["min_seeds_bootstrap"])
-    return dict(key=key, claim=text, **r, units=units, what=what, why=why, testable=why is None)
+    con = [""] * len(e) if concepts is None else [str(c) for c in np.asarray(concepts).ravel()]
+    if len(con) != len(e): raise ValueError(f"claim {key!r}: {len(con)} concepts for {len(e)} unit effects")
+    return dict(key=key, claim=text, **r, units=units, what=what, why=why, testable=why is None,
+                unit_effect=e.tolist(), unit_seed=np.asarray(seeds).ravel().tolist(), unit_concept=con)
+
+def claim_units(cl: pd.DataFrame, # claim rows (`claim_row`'s, decided or not)
+               ) -> pd.DataFrame: # claim, key, direction, concept, seed, effect: one row per unit
+    """The per-unit effects behind every claim that `claim_row` tested, long format: `claims.csv`'s effects, intervals
+    and p-values follow from these with `claim_test` and configs/claims.yaml (the sign-test claim has no units here)."""
+    rows = [dict(claim=r.claim, key=r.key, direction=r.direction, concept=c, seed=s, effect=e)
+            for r in cl.itertuples() if isinstance(getattr(r, "unit_effect", None), list)
+            for e, s, c in zip(r.unit_effect, r.unit_seed, r.unit_concept)]
+    return pd.DataFrame(rows, columns=["claim", "key", "direction", "concept", "seed", "effect"])
 
 def edge_order_claim(ed: pd.DataFrame, # 01_pretrain meru_edges.csv: seed, ordered (bool) per taxonomy edge
                      cc: dict, source: str = "configs/claims.yaml",
@@ -262,7 +277,8 @@ def protocol_claims(units: pd.DataFrame, # 07_protocol units.csv with retain_cha
         why = None if len(pe) else f"no unit has a value for both methods ({how} pairing)"
         what = (f"{what} ({how} units: {len(pe)}; runs at the target before unlearning, left out "
                 f"of matched endpoints: {_n_at_start(units, a, b)})" if how != "all" else what)
-        rows.append(claim_row(key, text, pe.effect.to_numpy(float), pe.seed.to_numpy(), direction, what, cc, why, source))
+        rows.append(claim_row(key, text, pe.effect.to_numpy(float), pe.seed.to_numpy(), direction, what, cc, why, source,
+                              concepts=pe.concept.to_numpy()))
     return rows, paired
 
 BENCH_GEOMETRY_METHODS = ("AC", "SalUn", "CLIPErase", "DIET")
@@ -281,7 +297,8 @@ def benchmark_claims(bunits: pd.DataFrame, # 08_benchmark units.csv
         paired[text] = pe
         rows.append(claim_row("bench_geometry_matched_retain", text, pe.effect.to_numpy(float), pe.seed.to_numpy(), "greater",
                               f"retain at the target {a_m} - {b_m} (reached units: {len(pe)}; at the target before unlearning: "
-                              f"{_n_at_start(bunits, a_m, b_m)})", cc, None if len(pe) else "no unit reached the target with both models", source))
+                              f"{_n_at_start(bunits, a_m, b_m)})", cc, None if len(pe) else "no unit reached the target with both models", source,
+                              concepts=pe.concept.to_numpy()))
     return rows, paired
 
 # %% ../nbs/10_paper.ipynb #1a348bde
@@ -308,7 +325,8 @@ def front_claims(bunits: pd.DataFrame, # 08_benchmark units.csv
         n_seeds = pe.seed.nunique() if len(pe) else 0
         why = why or (None if n_seeds >= 2 else f"{n_seeds} seed(s) left after the tuning seeds: a claim needs 2")
         rows.append(claim_row("bench_hac_front", text, pe.effect.to_numpy(float), pe.seed.to_numpy(), "greater",
-                              f"retain at the target {arm} - {rival} (reached units of the other seeds: {len(pe)})", cc, why, source))
+                              f"retain at the target {arm} - {rival} (reached units of the other seeds: {len(pe)})", cc, why, source,
+                              concepts=pe.concept.to_numpy() if "concept" in pe else None))
     return rows, paired
 
 # %% ../nbs/10_paper.ipynb #1db526e5
@@ -397,9 +415,9 @@ def claims_markdown(cl: pd.DataFrame, # decided claims with `evidence`
               f"margins are in `configs/claims.yaml`, stated before the runs (a margin is the difference, in the claim's units, "
               f"too small to matter). A unit is a (forget concept, pretraining seed) pair and the seed is the cluster (a seed's "
               f"units share its pretrained models); the protocol's claims pool every unit, the others have one unit per seed. Per claim: the effect and its 95 % interval and "
-              f"a two-sided p from the studentized cluster bootstrap (seeds resampled with replacement) when the run has at "
-              f"least {cc['min_seeds_bootstrap']} seeds, otherwise from the t-test over per-seed means (the bootstrap p is "
-              f"given beside it); this run used: {'; '.join(methods)}. Holm's correction runs over the "
+              f"a two-sided p from the t-test over per-seed means when the run has fewer than {cc['min_seeds_bootstrap']} seeds "
+              f"(the effect is then the mean of the seed means; the studentized cluster bootstrap's p is given beside it), "
+              f"otherwise from the studentized cluster bootstrap (seeds resampled with replacement); this run used: {'; '.join(methods)}. Holm's correction runs over the "
               f"{int((cl.testable & cl.p.notna()).sum())} testable claims with a p-value. **holds**: Holm-adjusted p < {alpha:g} with the effect in the claimed direction; "
               f"**reversed**: the same, the other way; **equivalent**: otherwise, the two one-sided tests (TOST, per claim) "
               f"put the effect inside ±margin at {alpha:g}; **inconclusive**: everything else (too few seeds to tell, or "

@@ -26,8 +26,8 @@ from .core import atomic_write_json, git_commit, params_hash, repo_root
 from . import __version__
 
 # %% auto #0
-__all__ = ['PROFILES', 'K_SPREAD', 'TOLERANCES', 'Z95', 'OUTSIDE_SHARE', 'K_FAR', 'Experiment', 'item_producers', 'load_manifest',
-           'profile_params', 'check_parameters', 'ReproduceError', 'run_dir_for', 'run_experiment',
+__all__ = ['PROFILES', 'K_SPREAD', 'TOLERANCES', 'Z95', 'UNIT_RECORDS', 'OUTSIDE_SHARE', 'K_FAR', 'Experiment', 'item_producers',
+           'load_manifest', 'profile_params', 'check_parameters', 'ReproduceError', 'run_dir_for', 'run_experiment',
            'declared_artifacts', 'undeclared_files', 'prune_figures', 'experiment_output', 'reproduce', 'column_kinds',
            'seed_se', 'interval_se', 'tolerance', 'compare_tables', 'compare_claims', 'check_reproduction',
            'reference_from_git', 'check_counts', 'check_failed', 'format_check', 'run_check', 'add_parser']
@@ -315,7 +315,7 @@ TOLERANCES = {  # kind -> how its columns are compared; abs/rel: the floor max(a
                       why="memory in MiB: set by the machine's libraries and allocator, like the wall times"),
     "free_text": dict(words={"evidence", "notes", "note", "caption", "comment", "description", "reading"}, compare="ignore",
                       why="prose written from numbers that are compared"),
-    "p_value": dict(names={"p", "p_holm", "p_value", "p_bonferroni"}, compare="ignore", why="judged through the claim's verdict"),
+    "p_value": dict(names={"p", "p_holm", "p_tost", "p_value", "p_bonferroni"}, compare="ignore", why="judged through the claim's verdict"),
     "statistic": dict(names={"t", "z", "statistic", "rank_biserial", "median_diff", "mean_a", "mean_b"}, compare="ignore",
                       why="an effect over its spread: judged through the verdict; Table 13b's test outputs and the drift means they compare (Table 13 compares those means)"),
     "spread": dict(names={"ci_low", "ci_high", "mde"}, suffixes=("_std", "_sem", "_ci_low", "_ci_high"),
@@ -472,10 +472,14 @@ def _files(folder: Path) -> set[str]:
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*")
             if p.is_file() and not any(s.startswith(".") for s in p.relative_to(folder).parts)}
 
+UNIT_RECORDS = {  # CSVs of per-unit records: present on both sides, their rows are not compared
+    "claim_units.csv": "the units behind each claim: which units pair (reach the common target with both methods) can differ "
+                       "between machines; they are judged through the claims computed from them (claims.csv)"}
+
 def check_reproduction(candidate: str | os.PathLike, # the fresh figures folder
                        reference: str | os.PathLike, # the folder to compare it with
                       ) -> list[dict]:
-    "Findings of `candidate` against `reference`: files on one side only, then claims.csv and every other CSV."
+    "Findings of `candidate` against `reference`: files on one side only, then claims.csv and every other CSV but UNIT_RECORDS."
     cand, ref = Path(candidate), Path(reference)
     for p, side in ((cand, "candidate"), (ref, "reference")):
         if not p.is_dir(): raise FileNotFoundError(f"the {side} folder {p} does not exist")
@@ -483,7 +487,7 @@ def check_reproduction(candidate: str | os.PathLike, # the fresh figures folder
     out = [dict(file=f, key="", column="(file)", reference="present" if f in fr else "absent",
                 candidate="present" if f in fc else "absent", tolerance="", status="missing", kind="file")
            for f in sorted(fc ^ fr)]
-    for f in sorted(f for f in fc & fr if f.endswith(".csv")):
+    for f in sorted(f for f in fc & fr if f.endswith(".csv") and Path(f).name not in UNIT_RECORDS):
         try: out += (compare_claims if Path(f).name == "claims.csv" else compare_tables)(ref / f, cand / f, file=f)
         except ValueError as e: raise ValueError(f"{f}: {e}") from None   # e.g. an empty CSV
     return out

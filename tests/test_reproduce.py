@@ -242,6 +242,18 @@ def test_check_tolerates_new_claim_columns(figures):
     assert not check_failed(check_reproduction(cand, ref))
 
 
+def test_check_leaves_unit_records_to_the_claims(figures):
+    "claim_units.csv must be on both sides, but which units pair may differ: its rows are not compared."
+    from hac.reproduce import UNIT_RECORDS, check_failed, check_reproduction
+    ref, cand = figures
+    assert "claim_units.csv" in UNIT_RECORDS
+    (ref / "claim_units.csv").write_text("claim,key,direction,concept,seed,effect\nAC keeps retain,k,greater,dog,0,1.0\n")
+    (cand / "claim_units.csv").write_text("claim,key,direction,concept,seed,effect\nAC keeps retain,k,greater,cat,1,9.0\n")
+    assert not check_failed(check_reproduction(cand, ref))
+    (cand / "claim_units.csv").unlink()
+    assert check_failed(check_reproduction(cand, ref))                # a file on one side only still fails
+
+
 def test_check_default_reference_is_git_head(tmp_path):
     "Without --reference, the candidate (default: <repo>/paper_figures) is compared with paper_figures/ at git HEAD."
     import subprocess

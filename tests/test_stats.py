@@ -173,7 +173,10 @@ def test_planted_effects_get_their_verdicts():
             claim_test(*_synth(-3.0, 10, rng), direction="less", margin=1.0),
             claim_test(*_synth(0.0, 30, rng, seed_sd=0.1, noise=0.2), margin=0.5)]
     assert list(decide(pd.DataFrame(rows)).verdict) == ["holds", "reversed", "holds", "equivalent"]
-    assert [r["method"].startswith("cluster bootstrap") for r in rows] == [True] * 4
+    assert [r["method"].startswith("cluster bootstrap") for r in rows] == [False, False, False, True]   # 8, 8, 10: t; 30: bootstrap
+    boot = [claim_test(*_synth(d, n, np.random.default_rng(11 + i)), direction=w, margin=1.0, min_seeds=5)
+            for i, (d, n, w) in enumerate([(3.0, 8, "greater"), (-3.0, 10, "less")])]
+    assert list(decide(pd.DataFrame(boot)).verdict) == ["holds", "holds"] and all(r["method"].startswith("cluster") for r in boot)
 
 
 @pytest.mark.parametrize("n_seeds", [3, 4, 6, 10])
@@ -194,11 +197,12 @@ def test_deterministic_zero_effect_is_equivalent_or_inconclusive():
     assert decide(pd.DataFrame([claim_test([0.5, -0.4, -0.1], [0, 1, 2], margin=2.0)])).verdict[0] == "equivalent"
 
 
-def test_claim_test_switches_method_at_five_seeds_and_reports_both():
+def test_claim_test_switches_method_at_min_seeds_and_reports_both():
     rng = np.random.default_rng(2)
-    few, many = claim_test(*_synth(1.0, 4, rng)), claim_test(*_synth(1.0, 5, rng))
-    assert few["method"].startswith("t-test") and few["p"] == few["p_t"] and np.isfinite(few["p_boot"])
-    assert many["method"].startswith("cluster bootstrap") and many["p"] == many["p_boot"] and np.isfinite(many["p_t"])
+    for lo, hi, kw in ((14, 15, {}), (4, 5, dict(min_seeds=5))):      # the default threshold, and one set by the caller
+        few, many = claim_test(*_synth(1.0, lo, rng), **kw), claim_test(*_synth(1.0, hi, rng), **kw)
+        assert few["method"].startswith("t-test") and few["p"] == few["p_t"] and np.isfinite(few["p_boot"])
+        assert many["method"].startswith("cluster bootstrap") and many["p"] == many["p_boot"] and np.isfinite(many["p_t"])
     m = claim_test([1.0, np.nan, 2.0, 3.0], [0, 1, 1, 2], margin=np.nan)
     assert m["n_missing"] == 1 and m["n_units"] == 3 and m["n_seeds"] == 3 and math.isnan(m["p_tost"])
     one = claim_test([1.0, 2.0], [0, 0], margin=1.0)
@@ -252,3 +256,29 @@ def test_seed_table_counts_seeds():
     assert t.seeds.tolist() == [3] and math.isclose(t.x_mean[0], 2.0)
     with pytest.raises(ValueError, match="not in the records"):
         seed_table(d, ["m"], ["y"])
+
+
+def test_t_branch_reports_the_mean_of_seed_means_and_centres_its_interval_on_it():
+    "Unequal units per seed: the t branch's effect is the mean of the seed means (what it tests), the bootstrap's the unit mean."
+    e, g = [1.0, 1.0, 1.0, 1.0, 4.0, 2.0], [0, 0, 0, 0, 1, 2]            # seed means 1, 4, 2; unit mean 10/6
+    t, b = claim_test(e, g, margin=1.0), claim_test(e, g, margin=1.0, min_seeds=3)
+    assert math.isclose(t["effect"], 7 / 3, rel_tol=1e-12) and math.isclose(b["effect"], 10 / 6, rel_tol=1e-12)
+    assert math.isclose((t["ci_low"] + t["ci_high"]) / 2, t["effect"], rel_tol=1e-12)
+    ref = st.ttest_1samp([1.0, 4.0, 2.0], 0)                             # scipy's one-sample t-test as the oracle
+    assert math.isclose(t["p"], ref.pvalue, rel_tol=1e-9)
+
+
+@pytest.mark.parametrize("rs", [0, 1, 2])
+def test_bootstrap_interval_is_erratic_at_five_unequal_seeds_and_agrees_at_fifteen(rs):
+    "Why min_seeds is 15: null data, every third seed with 1 unit and the others 10; widths of the two 95 % intervals."
+    def widths(G):
+        r, w = np.random.default_rng(100 + rs), []
+        n_g = np.where(np.arange(G) % 3 == 2, 1, 10)
+        for i in range(150):
+            g = np.repeat(np.arange(G), n_g); e = r.normal(0, 0.5, G)[g] + r.normal(0, 1.0, len(g))
+            b, t = cluster_bootstrap(e, g, n_boot=1000, seed=i), seed_ttest(pd.Series(e).groupby(g).mean().to_numpy())
+            w.append((b["ci_t_high"] - b["ci_t_low"], t["ci_high"] - t["ci_low"]))
+        w = np.array(w)
+        return (w[:, 0] > w[:, 1]).mean(), np.percentile(w[:, 0], 95) / np.percentile(w[:, 1], 95)
+    (wider5, r5), (_, r15) = widths(5), widths(15)
+    assert wider5 > 0.6 and r5 > 2.0 and r15 < 1.25                     # measured: 0.70-0.77, 2.7-4.0; 0.95-1.03

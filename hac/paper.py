@@ -426,7 +426,8 @@ def claims_markdown(cl: pd.DataFrame, # decided claims with `evidence`
               "reach it after the start are paired, so no row compares a model before unlearning with one after (the "
               "evidence counts the runs at the target before unlearning). Steps to the target count a run that never "
               "reaches it at its budget. CSV: `claims.csv` (p = two-sided, p_holm = after Holm, margin and MDE "
-              "in the claim's units).", "",
+              "in the claim's units); `claim_units.csv` holds the per-unit effects each claim was computed from "
+              "(`tests/test_claims_recompute.py` recomputes `claims.csv` from it with `hac.stats` and `configs/claims.yaml`).", "",
               "## Evidence", "", "| claim | verdict | evidence |", "|---|---|---|"]
     lines += [f"| {r.claim} | {r.verdict} | {r.evidence} |" for r in cl.itertuples()]
     return "\n".join(lines) + "\n"
@@ -491,7 +492,7 @@ def index_markdown(index: list, # Render.index: (item, files, notebook, caption)
            "Parameters: `configs/reproduce.yaml` (manifest) and `configs/<profile>.yaml`; each run's full configuration is in its "
            "`config.json` (Table 7 is built from them).", "", "| item | files | notebook (nbs/experiments/) | content |", "|---|---|---|---|"]
     idx += [f"| {i} | {f} | {nb} | {cap} |" for i, f, nb, cap in index]
-    idx += ["", "`CLAIMS.md` decides the paper's claims on these numbers; `claims.csv` holds the statistics; `RESULTS.md` is the README's results section, generated from the same numbers."]
+    idx += ["", "`CLAIMS.md` decides the paper's claims on these numbers; `claims.csv` holds the statistics and `claim_units.csv` the per-unit effects they come from; `RESULTS.md` is the README's results section, generated from the same numbers."]
     return "\n".join(idx) + "\n"
 
 def notebook_timings(render: Render, exps: list) -> dict:

@@ -1,7 +1,6 @@
 """The committed claims follow from the committed units: every row of `paper_figures/claims.csv` is recomputed from
 `paper_figures/claim_units.csv` (the per-unit effects the render tested) with `hac.stats` and `configs/claims.yaml`,
 then Holm and the verdicts over the whole family. A claim, interval or verdict typed or edited by hand fails here."""
-import math
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +8,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from hac.stats import claim_test, decide
+from hac.paper import claim_row
+from hac.stats import decide
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGS = ROOT / "paper_figures"
@@ -17,16 +17,14 @@ STATS = ["effect", "ci_low", "ci_high", "p", "p_tost", "mde"]
 
 
 def recompute(claims: pd.DataFrame, units: pd.DataFrame, cc: dict) -> pd.DataFrame:
-    "claims.csv's statistics and verdicts recomputed: claim_test per claim with units, the rest (the sign test) as given."
+    "claims.csv's statistics and verdicts recomputed: `claim_row` (claim_test with the claim's margin) per claim with units, the rest (the sign test) as given."
     rows = []
     for r in claims.itertuples():
         u = units[units.claim == r.claim]
         if not len(u):
             rows.append({**r._asdict(), "recomputed": False}); continue
-        spec = cc["claims"][u.key.iloc[0]]
-        t = claim_test(u.effect.to_numpy(float), u.seed.to_numpy(), direction=u.direction.iloc[0],
-                       margin=math.nan if spec["margin"] is None else float(spec["margin"]), alpha=float(cc["alpha"]),
-                       power=cc["power"], n_boot=cc["n_boot"], seed=cc["bootstrap_seed"], min_seeds=cc["min_seeds_bootstrap"])
+        t = claim_row(u.key.iloc[0], r.claim, u.effect.to_numpy(float), u.seed.to_numpy(), direction=u.direction.iloc[0],
+                      what="", cc=cc)
         rows.append(dict(claim=r.claim, **{k: t[k] for k in [*STATS, "n_units", "n_seeds", "method"]},
                          direction=r.direction, testable=r.testable, recomputed=True))
     out = decide(pd.DataFrame(rows), alpha=float(cc["alpha"]))

@@ -26,8 +26,8 @@ from .train import train
 __all__ = ['REACH_STATUSES', 'LR_RULES', 'UNIT_COLUMNS', 'PAIRINGS', 'TUNE_RULES', 'GAP_METRICS', 'HUB_GAP_METRICS',
            'cached_train', 'pretrain_job', 'unlearn_dir', 'unlearn_job', 'pretrained', 'unlearn', 'train_many',
            'history', 'protocol', 'record', 'eval_images', 'evaluate_model', 'embedding_maps', 'steps_to_target',
-           'choose_lr', 'protocol_jobs', 'unit_row', 'paired_effects', 'tune_lr', 'grad_evals', 'gaps', 'peak_memory',
-           'front_rival', 'run_configs', 'matched_at_levels']
+           'choose_lr', 'protocol_jobs', 'unit_row', 'paired_effects', 'tune_lr', 'grad_evals', 'gaps', 'unit_gaps',
+           'peak_memory', 'front_rival', 'run_configs', 'matched_at_levels']
 
 # %% ../nbs/09_experiments.ipynb #72f0b316
 _VOLATILE = ("progress", "out_dir", "resume", "save_model")   # none changes a number a run writes
@@ -375,6 +375,19 @@ def gaps(row: dict, # record() columns of one run (accuracies and MIA-Efficacy i
     "Gaps to the retrained model and SalUn's Avg. Gap (NaN when a metric is missing on either side)."
     g = {f"{prefix}gap_{n}": float(row.get(k, np.nan)) - float(ref.get(k, np.nan)) for k, n in metrics.items()}
     return {**g, f"{prefix}avg_gap": float(np.mean([abs(v) for v in g.values()]))}
+
+# %% ../nbs/09_experiments.ipynb #005a98af
+def unit_gaps(units: pd.DataFrame, # one row per unlearning run: concept, seed, model and record() columns
+              refs: pd.DataFrame, # one row per retrained reference: concept, seed, model and the same record() columns
+             ) -> pd.DataFrame: # on units' index: gap_*, avg_gap, hub_gap_*, hub_avg_gap (all NaN where a unit has no reference)
+    "Raw and hub-corrected gaps of every unit to the retrained model of its (concept, seed, model); NaN without one."
+    key = lambda r: (r["concept"], int(r["seed"]), r["model"])
+    ref_of = {}
+    for r in refs.to_dict("records"):
+        if key(r) in ref_of: raise ValueError(f"two retrained references for (concept, seed, model) = {key(r)}: keep one per unit")
+        ref_of[key(r)] = r
+    return pd.DataFrame([{**gaps(r, ref_of.get(key(r), {})), **gaps(r, ref_of.get(key(r), {}), HUB_GAP_METRICS, "hub_")}
+                         for r in units.to_dict("records")], index=units.index)
 
 # %% ../nbs/09_experiments.ipynb #54cca5cd
 _PEAK_SNIPPET = r"""

@@ -5,6 +5,7 @@
 # %% ../nbs/10_paper.ipynb #eb0e9b50
 from __future__ import annotations
 import json
+import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -14,7 +15,7 @@ import pandas as pd
 from .core import atomic_write_text
 from .experiments import front_rival, paired_effects
 from .reproduce import experiment_output
-from .stats import claim_test, fmt_interval, seed_table, sign_test
+from .stats import claim_test, fmt_interval, seed_table, seeds_to_decide, sign_test
 from .viz import save_figure
 
 # %% auto #0
@@ -22,10 +23,10 @@ __all__ = ['FRONTIER_COLS', 'STATUSES', 'BENCH_COLUMNS', 'BENCH_PEAK', 'BENCH_GE
            'CONE_RECIPE_HEADERS', 'PAPERS', 'interval_table', 'Render', 'main_table_records', 'hyperparameter_table',
            'frontier_table', 'cone_shares', 'pooled_drift_tests', 'protocol_endpoints', 'protocol_table',
            'protocol_lr_text', 'benchmark_table', 'claim_spec', 'claim_row', 'claim_units', 'edge_order_claim',
-           'protocol_comparisons', 'protocol_claims', 'benchmark_claims', 'front_claims', 'per_seed', 'gap_slopes',
-           'single_concept_claims', 'g3', 'interval_text', 'mde_text', 'margin_text', 'claim_evidence',
-           'verdict_counts', 'claims_markdown', 'per_concept_effects', 'reading_counts', 'forest_panels',
-           'index_markdown', 'notebook_timings', 'results_markdown']
+           'claims_plan', 'plan_markdown', 'protocol_comparisons', 'protocol_claims', 'benchmark_claims',
+           'front_claims', 'per_seed', 'gap_slopes', 'single_concept_claims', 'g3', 'interval_text', 'mde_text',
+           'margin_text', 'claim_evidence', 'verdict_counts', 'claims_markdown', 'per_concept_effects',
+           'reading_counts', 'forest_panels', 'index_markdown', 'notebook_timings', 'results_markdown']
 
 # %% ../nbs/10_paper.ipynb #89c27afd
 def interval_table(st: pd.DataFrame, # seed_table() output: <col>_mean/_std/_ci_low/_ci_high and seeds
@@ -227,6 +228,45 @@ def edge_order_claim(ed: pd.DataFrame, # 01_pretrain meru_edges.csv: seed, order
                 direction="greater", method="sign test over edges (pooled over seeds)", units=units,
                 what=f"{st['k']} of {st['n']} edges ordered (per seed: " + ", ".join(f"{int(r['sum'])}/{int(r['count'])}" for _, r in per.iterrows())
                      + "); effect = share ordered - 1/2, exact 95 % interval", why=None, testable=True)
+
+# %% ../nbs/10_paper.ipynb #2d2a5f89
+def claims_plan(claims: pd.DataFrame, # claims.csv: claim, verdict, testable, p, n_seeds
+                units: pd.DataFrame, # claim_units.csv: claim, key, seed, effect
+                cc: dict, # configs/claims.yaml (alpha, power, the margins)
+                power: float | None = None, # power to plan for (None: cc["power"])
+                max_seeds: int = 200, # search limit (inf beyond it)
+               ) -> pd.DataFrame: # claim, key, verdict, n_seeds, effect, sd, margin, seeds_significant, seeds_equivalent, seeds_to_decide
+    """Seeds each claim with units would need to be decided with `power` at its observed per-seed mean and sd: the
+    two-sided t-test at alpha / m (m: Holm's family, the testable claims with a p) or TOST at the claim's margin."""
+    missing = sorted(set(units.claim) - set(claims.claim))
+    if missing: raise ValueError(f"claim_units.csv has claims that claims.csv lacks (regenerate both together): {missing[:3]}")
+    alpha = float(cc["alpha"]); power = float(cc["power"] if power is None else power)
+    m = int((claims.testable.astype(bool) & claims.p.notna()).sum())
+    rows = []
+    for r in claims.itertuples():
+        u = units[units.claim == r.claim]
+        if not len(u): continue                                     # the sign-test claim: no per-seed effects
+        key = u.key.iloc[0]
+        margin, _ = claim_spec(cc, key)
+        s = seeds_to_decide(u.groupby("seed").effect.mean().to_numpy(float), margin, alpha / max(m, 1), alpha, power, max_seeds)
+        ns = [x for x in (s["n_significant"], s["n_equivalent"]) if np.isfinite(x) or x == math.inf]
+        rows.append(dict(claim=r.claim, key=key, verdict=r.verdict, n_seeds=s["n_seeds"], effect=s["effect"], sd=s["sd"], margin=margin,
+                         seeds_significant=s["n_significant"], seeds_equivalent=s["n_equivalent"],
+                         seeds_to_decide=min(ns) if ns else math.nan))
+    return pd.DataFrame(rows, columns=["claim", "key", "verdict", "n_seeds", "effect", "sd", "margin", "seeds_significant",
+                                       "seeds_equivalent", "seeds_to_decide"])
+
+def plan_markdown(plan: pd.DataFrame, # claims_plan's table
+                  alpha: float, m: int, power: float, # the level, Holm's family size and the power it was planned at
+                 ) -> str:
+    "claims_plan as a markdown table, with what its numbers assume."
+    mg = lambda x: "none" if not np.isfinite(x) else f"±{x:g}"
+    n = lambda x: "n/a" if not (np.isfinite(x) or x == math.inf) else "> limit" if x == math.inf else f"{int(x)}"
+    head = [f"Seeds to decide each claim with {power:g} power if its per-seed effects kept their observed mean and sd "
+            f"(two-sided t-test at α/m = {alpha:g}/{m}; TOST at α = {alpha:g} within the margin). A planning estimate, not evidence.", "",
+            "| claim | verdict now | seeds now | effect (sd over seeds) | margin | seeds: significant | seeds: equivalent |", "|---|---|---|---|---|---|---|"]
+    return "\n".join(head + [f"| {r.claim} | {r.verdict} | {r.n_seeds} | {r.effect:+.3g} ({r.sd:.3g}) | {mg(r.margin)} | "
+                             f"{n(r.seeds_significant)} | {n(r.seeds_equivalent)} |" for r in plan.itertuples()]) + "\n"
 
 # %% ../nbs/10_paper.ipynb #e27056b4
 def protocol_comparisons(proto: dict, # 07_protocol metrics.json: recipes, sweep_methods, sweep_concepts

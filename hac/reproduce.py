@@ -30,7 +30,7 @@ __all__ = ['PROFILES', 'K_SPREAD', 'TOLERANCES', 'Z95', 'UNIT_RECORDS', 'OUTSIDE
            'load_manifest', 'profile_params', 'check_parameters', 'ReproduceError', 'run_dir_for', 'run_experiment',
            'declared_artifacts', 'undeclared_files', 'prune_figures', 'experiment_output', 'reproduce', 'column_kinds',
            'seed_se', 'interval_se', 'tolerance', 'compare_tables', 'compare_claims', 'check_reproduction',
-           'reference_from_git', 'check_counts', 'check_failed', 'format_check', 'run_check', 'add_parser']
+           'reference_from_git', 'check_counts', 'check_failed', 'format_check', 'run_check', 'add_parser', 'run_plan']
 
 # %% ../nbs/08_reproduce.ipynb #eed0750d
 @dataclass
@@ -594,7 +594,46 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--reference", default=None, metavar="FOLDER|REV", help="with --check: a folder, or a git revision whose "
                                                                             "paper_figures/ is the reference (default: HEAD)")
     p.set_defaults(func=_cli)
+    q = subparsers.add_parser("plan", help="how many seeds would decide each claim of a figures folder (a planning estimate)",
+                              description="Read claims.csv and claim_units.csv of a figures folder and print, per claim, the pretraining "
+                                          "seeds at which it would be decided with the configured power if its per-seed effects kept "
+                                          "their observed mean and spread (hac.paper.claims_plan). Runs nothing.")
+    q.add_argument("--figures", default=None, metavar="DIR", help="folder with claims.csv and claim_units.csv (default: paper_figures/)")
+    q.add_argument("--claims-config", dest="claims_config", default=None, metavar="YAML", help="margins, level, power (default: configs/claims.yaml)")
+    q.add_argument("--power", type=float, default=None, help="power to plan for (default: the config's)")
+    q.add_argument("--max-seeds", dest="max_seeds", type=int, default=200, help="search limit (default: 200)")
+    q.add_argument("--csv", default=None, metavar="PATH", help="also write the table as CSV here")
+    q.set_defaults(func=_plan_cli)
     return p
+
+def run_plan(figures: str | os.PathLike | None = None, # folder with claims.csv and claim_units.csv (default: <repo>/paper_figures)
+             claims_config: str | os.PathLike | None = None, # default: <repo>/configs/claims.yaml
+             power: float | None = None, max_seeds: int = 200, csv: str | os.PathLike | None = None,
+             *, root: Path | None = None, log=print) -> int:
+    "`hac plan`: print hac.paper.claims_plan of a figures folder (and write it to `csv`); 0, or a ValueError naming what is missing."
+    import pandas as pd
+    from hac.core import atomic_write_text
+    from hac.paper import claims_plan, plan_markdown          # the figure stack loads only for this command
+    root = Path(root) if root is not None else repo_root()
+    fig = Path(figures) if figures is not None else root / "paper_figures"
+    cfg = Path(claims_config) if claims_config is not None else root / "configs" / "claims.yaml"
+    need = [f for f in (fig / "claims.csv", fig / "claim_units.csv", cfg) if not f.is_file()]
+    if need: raise ValueError(f"missing {', '.join(map(str, need))}: point --figures at a folder that `hac reproduce` rendered "
+                              "(claims.csv and claim_units.csv) and --claims-config at its configs/claims.yaml")
+    if power is not None and not 0 < power < 1: raise ValueError(f"--power must lie in (0, 1), got {power}")
+    cc = yaml.safe_load(cfg.read_text())
+    claims = pd.read_csv(fig / "claims.csv")
+    plan = claims_plan(claims, pd.read_csv(fig / "claim_units.csv"), cc, power, max_seeds)
+    if csv is not None: atomic_write_text(Path(csv), plan.to_csv(index=False))
+    m = int((claims.testable.astype(bool) & claims.p.notna()).sum())
+    log(plan_markdown(plan, float(cc["alpha"]), m, float(cc["power"] if power is None else power)))
+    return 0
+
+def _plan_cli(args) -> int:
+    try: return run_plan(args.figures, args.claims_config, args.power, args.max_seeds, args.csv)
+    except (ValueError, KeyError) as e:
+        print(f"hac plan: {e}", file=sys.stderr)
+        return 2
 
 def _cli(args) -> int:
     if args.reference is not None and not args.check:

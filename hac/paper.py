@@ -6,13 +6,14 @@
 from __future__ import annotations
 import json
 import math
+import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .core import atomic_write_text
+from .core import atomic_write_text, repo_root
 from .experiments import front_rival, paired_effects
 from .reproduce import experiment_output
 from .stats import claim_test, fmt_interval, seed_table, seeds_to_decide, sign_test
@@ -23,7 +24,7 @@ __all__ = ['FRONTIER_COLS', 'STATUSES', 'BENCH_COLUMNS', 'BENCH_PEAK', 'BENCH_GE
            'CONE_RECIPE_HEADERS', 'PAPERS', 'interval_table', 'Render', 'main_table_records', 'hyperparameter_table',
            'frontier_table', 'cone_shares', 'pooled_drift_tests', 'protocol_endpoints', 'protocol_table',
            'protocol_lr_text', 'benchmark_table', 'claim_spec', 'claim_row', 'claim_units', 'edge_order_claim',
-           'claims_plan', 'plan_markdown', 'protocol_comparisons', 'protocol_claims', 'benchmark_claims',
+           'claims_plan', 'plan_markdown', 'run_plan', 'protocol_comparisons', 'protocol_claims', 'benchmark_claims',
            'front_claims', 'per_seed', 'gap_slopes', 'single_concept_claims', 'g3', 'interval_text', 'mde_text',
            'margin_text', 'claim_evidence', 'verdict_counts', 'claims_markdown', 'per_concept_effects',
            'reading_counts', 'forest_panels', 'index_markdown', 'notebook_timings', 'results_markdown']
@@ -267,6 +268,29 @@ def plan_markdown(plan: pd.DataFrame, # claims_plan's table
             "| claim | verdict now | seeds now | effect (sd over seeds) | margin | seeds: significant | seeds: equivalent |", "|---|---|---|---|---|---|---|"]
     return "\n".join(head + [f"| {r.claim} | {r.verdict} | {r.n_seeds} | {r.effect:+.3g} ({r.sd:.3g}) | {mg(r.margin)} | "
                              f"{n(r.seeds_significant)} | {n(r.seeds_equivalent)} |" for r in plan.itertuples()]) + "\n"
+
+# %% ../nbs/10_paper.ipynb #1c04e8e3
+def run_plan(figures: str | os.PathLike | None = None, # folder with claims.csv and claim_units.csv (default: <repo>/paper_figures)
+             claims_config: str | os.PathLike | None = None, # default: <repo>/configs/claims.yaml
+             power: float | None = None, max_seeds: int = 200, csv: str | os.PathLike | None = None,
+             *, root: Path | None = None, log=print) -> int:
+    "`hac plan`: print claims_plan of a figures folder (and write it to `csv`); 0, or a ValueError naming what is missing."
+    import yaml
+    root = Path(root) if root is not None else repo_root()
+    fig = Path(figures) if figures is not None else root / "paper_figures"
+    cfg = Path(claims_config) if claims_config is not None else root / "configs" / "claims.yaml"
+    need = [f for f in (fig / "claims.csv", fig / "claim_units.csv", cfg) if not f.is_file()]
+    if need: raise ValueError(f"missing {', '.join(map(str, need))}: point --figures at a folder that `hac reproduce` rendered "
+                              "(claims.csv and claim_units.csv) and --claims-config at its configs/claims.yaml")
+    if power is not None and not 0 < power < 1: raise ValueError(f"--power must lie in (0, 1), got {power}")
+    cc = yaml.safe_load(cfg.read_text())
+    claims = pd.read_csv(fig / "claims.csv")
+    plan = claims_plan(claims, pd.read_csv(fig / "claim_units.csv"), cc, power, max_seeds)
+    if csv is not None: atomic_write_text(Path(csv), plan.to_csv(index=False))
+    m = int((claims.testable.astype(bool) & claims.p.notna()).sum())
+    log(plan_markdown(plan, float(cc["alpha"]), m, float(cc["power"] if power is None else power)))
+    return 0
+
 
 # %% ../nbs/10_paper.ipynb #e27056b4
 def protocol_comparisons(proto: dict, # 07_protocol metrics.json: recipes, sweep_methods, sweep_concepts

@@ -30,7 +30,7 @@ __all__ = ['PROFILES', 'K_SPREAD', 'TOLERANCES', 'Z95', 'UNIT_RECORDS', 'OUTSIDE
            'load_manifest', 'profile_params', 'check_parameters', 'ReproduceError', 'run_dir_for', 'run_experiment',
            'declared_artifacts', 'undeclared_files', 'prune_figures', 'experiment_output', 'reproduce', 'column_kinds',
            'seed_se', 'interval_se', 'tolerance', 'compare_tables', 'compare_claims', 'check_reproduction',
-           'reference_from_git', 'check_counts', 'check_failed', 'format_check', 'run_check', 'add_parser', 'run_plan']
+           'reference_from_git', 'check_counts', 'check_failed', 'format_check', 'run_check', 'add_parser']
 
 # %% ../nbs/08_reproduce.ipynb #eed0750d
 @dataclass
@@ -44,7 +44,7 @@ class Experiment:
     profiles: list | None = None  # profiles that run it (None: every profile)
     outputs: list = field(default_factory=list)  # files it writes into runs/<name>/<profile>/ (all the render may read of it)
 
-PROFILES = ("quick", "default", "full")
+PROFILES = ("quick", "default", "full", "long")   # long: the default profile with the benchmark on every leaf (configs/long.yaml)
 
 # %% ../nbs/08_reproduce.ipynb #d0712434
 def _dependency_order(exps: dict[str, Experiment]) -> list[str]:
@@ -82,7 +82,8 @@ def load_manifest(root: Path | None = None) -> dict[str, Experiment]:
 
 # %% ../nbs/08_reproduce.ipynb #010ebffb
 def profile_params(profile: str, root: Path | None = None) -> dict[str, dict]:
-    "Per-experiment parameters of a profile (`configs/<profile>.yaml`; empty for `quick`)."
+    """Per-experiment parameters of a profile (`configs/<profile>.yaml`; empty for `quick`). A file with `inherit: <base>`
+    starts from the base profile's parameters and replaces, per experiment, the keys it names (a shallow merge)."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
     root = root or repo_root()
@@ -90,7 +91,14 @@ def profile_params(profile: str, root: Path | None = None) -> dict[str, dict]:
     if not path.exists():
         if profile == "quick": return {}
         raise FileNotFoundError(f"missing {path}: every profile but 'quick' needs its YAML file")
-    return yaml.safe_load(path.read_text()) or {}
+    own = yaml.safe_load(path.read_text()) or {}
+    base = own.pop("inherit", None)
+    if base is None: return own
+    if base == profile or base not in PROFILES:
+        raise ValueError(f"{path}: inherit must name another profile ({', '.join(p for p in PROFILES if p != profile)}), got {base!r}")
+    merged = profile_params(base, root)
+    for exp, kv in own.items(): merged[exp] = {**merged.get(exp, {}), **(kv or {})}
+    return merged
 
 # %% ../nbs/08_reproduce.ipynb #3486f785
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list, tuple),
@@ -202,7 +210,7 @@ def _selection(exps: dict[str, Experiment], params: dict, profile: str, only: li
 
 def _figures_dir(root: Path, runs_root: Path, profile: str, out_dir) -> Path:
     "Where render notebooks write: `out_dir` if given, else paper_figures/ (default, full) or runs/_figures/<profile>."
-    # only the default and full profiles write the paper's artifacts; quick renders into runs/
+    # only the default and full profiles write the paper's artifacts; quick and long render into runs/
     return Path(out_dir) if out_dir else (root / "paper_figures" if profile in ("default", "full")
                                           else runs_root / "_figures" / profile)
 
@@ -583,7 +591,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("reproduce", help="run the experiment notebooks and render paper_figures/, or check a reproduction",
                               description="Run the papermill experiment notebooks into runs/ and render the paper's tables and figures; "
                                           "with --check, compare a figures folder with the committed one instead.")
-    p.add_argument("--profile", default="quick", choices=PROFILES, help="quick: smoke sizes; default: the embedded default; full: released checkpoints on GPUs")
+    p.add_argument("--profile", default="quick", choices=PROFILES, help="quick: smoke sizes; default: the embedded default; full: released checkpoints on GPUs; "
+                                                                 "long: the default with the benchmark on every leaf (hours; figures in runs/_figures/long)")
     p.add_argument("--only", nargs="+", metavar="NAME", help="re-run only these experiments")
     p.add_argument("--force", action="store_true", help="re-run even when a run with the same parameters is done")
     p.add_argument("--runs-dir", default=None, help="root of the run folders (default: <repo>/runs)")
@@ -594,46 +603,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--reference", default=None, metavar="FOLDER|REV", help="with --check: a folder, or a git revision whose "
                                                                             "paper_figures/ is the reference (default: HEAD)")
     p.set_defaults(func=_cli)
-    q = subparsers.add_parser("plan", help="how many seeds would decide each claim of a figures folder (a planning estimate)",
-                              description="Read claims.csv and claim_units.csv of a figures folder and print, per claim, the pretraining "
-                                          "seeds at which it would be decided with the configured power if its per-seed effects kept "
-                                          "their observed mean and spread (hac.paper.claims_plan). Runs nothing.")
-    q.add_argument("--figures", default=None, metavar="DIR", help="folder with claims.csv and claim_units.csv (default: paper_figures/)")
-    q.add_argument("--claims-config", dest="claims_config", default=None, metavar="YAML", help="margins, level, power (default: configs/claims.yaml)")
-    q.add_argument("--power", type=float, default=None, help="power to plan for (default: the config's)")
-    q.add_argument("--max-seeds", dest="max_seeds", type=int, default=200, help="search limit (default: 200)")
-    q.add_argument("--csv", default=None, metavar="PATH", help="also write the table as CSV here")
-    q.set_defaults(func=_plan_cli)
     return p
-
-def run_plan(figures: str | os.PathLike | None = None, # folder with claims.csv and claim_units.csv (default: <repo>/paper_figures)
-             claims_config: str | os.PathLike | None = None, # default: <repo>/configs/claims.yaml
-             power: float | None = None, max_seeds: int = 200, csv: str | os.PathLike | None = None,
-             *, root: Path | None = None, log=print) -> int:
-    "`hac plan`: print hac.paper.claims_plan of a figures folder (and write it to `csv`); 0, or a ValueError naming what is missing."
-    import pandas as pd
-    from hac.core import atomic_write_text
-    from hac.paper import claims_plan, plan_markdown          # the figure stack loads only for this command
-    root = Path(root) if root is not None else repo_root()
-    fig = Path(figures) if figures is not None else root / "paper_figures"
-    cfg = Path(claims_config) if claims_config is not None else root / "configs" / "claims.yaml"
-    need = [f for f in (fig / "claims.csv", fig / "claim_units.csv", cfg) if not f.is_file()]
-    if need: raise ValueError(f"missing {', '.join(map(str, need))}: point --figures at a folder that `hac reproduce` rendered "
-                              "(claims.csv and claim_units.csv) and --claims-config at its configs/claims.yaml")
-    if power is not None and not 0 < power < 1: raise ValueError(f"--power must lie in (0, 1), got {power}")
-    cc = yaml.safe_load(cfg.read_text())
-    claims = pd.read_csv(fig / "claims.csv")
-    plan = claims_plan(claims, pd.read_csv(fig / "claim_units.csv"), cc, power, max_seeds)
-    if csv is not None: atomic_write_text(Path(csv), plan.to_csv(index=False))
-    m = int((claims.testable.astype(bool) & claims.p.notna()).sum())
-    log(plan_markdown(plan, float(cc["alpha"]), m, float(cc["power"] if power is None else power)))
-    return 0
-
-def _plan_cli(args) -> int:
-    try: return run_plan(args.figures, args.claims_config, args.power, args.max_seeds, args.csv)
-    except (ValueError, KeyError) as e:
-        print(f"hac plan: {e}", file=sys.stderr)
-        return 2
 
 def _cli(args) -> int:
     if args.reference is not None and not args.check:

@@ -123,7 +123,7 @@ FLOW = """\
 6. **Run folder.** `config.json` (the config, git commit, architecture), `history.json`/`.csv` ([[write_history]]),
    `checkpoint.pt` while running (removed when done unless kept), then `model.pt` ([[save_checkpoint]]) and
    `metrics.json`. The CLI prints [[format_report]].
-7. **Experiments.** `hac reproduce --profile quick|default|full` ([[reproduce.reproduce]]) reads the manifest
+7. **Experiments.** `hac reproduce --profile quick|default|full|long` ([[reproduce.reproduce]]) reads the manifest
    `configs/reproduce.yaml` ([[load_manifest]]) and the profile's parameters `configs/<profile>.yaml`
    ([[profile_params]]), then runs each experiment notebook of `nbs/experiments/` in dependency order with papermill
    ([[run_experiment]]) into `runs/<experiment>/<profile>/executed.ipynb`; a `DONE` marker keyed on the parameters and
@@ -133,7 +133,7 @@ FLOW = """\
    artifacts through [[Render]] and calls `hac.paper` for every table, figure and claim ([[protocol_claims]],
    [[claims_markdown]]; the claims are decided with `hac.stats`, margins from `configs/claims.yaml`), and writes the tables
    (`.csv`/`.md`/`.tex`), figures, `CLAIMS.md`, `claims.csv`, `RESULTS.md` and `README.md` into `paper_figures/`
-   (profiles default and full; quick writes `runs/_figures/quick/`); [[prune_figures]] then removes any file that no
+   (profiles default and full; quick and long write `runs/_figures/<profile>/`); [[prune_figures]] then removes any file that no
    experiment declares. `make reproduce` ends with `scripts/make_readme.py` and `hac reproduce --check`
    ([[run_check]]), which compares the new figures with git HEAD's `paper_figures/`.
 """

@@ -5,7 +5,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from hac.reproduce import ReproduceError, check_parameters, load_manifest, reproduce
+from hac.reproduce import ReproduceError, check_parameters, load_manifest, profile_params, reproduce
 
 
 def make_nb(path, params_src, body_src):
@@ -335,3 +335,19 @@ def test_experiments_write_what_they_declare():
         nb = nbformat.read(str(root / exp.notebook), as_version=4)
         written = set(re.findall(r'out / "([^".][^"]*)"', "\n".join(c.source for c in nb.cells)))
         assert written == set(exp.outputs), (exp.name, sorted(written ^ set(exp.outputs)))
+
+
+def test_long_profile_is_the_default_with_the_benchmark_on_every_leaf():
+    "configs/long.yaml: the default's experiments and parameters, the benchmark's units on every protocol leaf; all valid."
+    exps = load_manifest()
+    runs_in = {p: [n for n, e in exps.items() if e.profiles is None or p in e.profiles] for p in ("default", "long")}
+    assert runs_in["long"] == runs_in["default"]
+    long, default = profile_params("long"), profile_params("default")
+    assert {k: v for k, v in long.items() if k != "benchmark"} == {k: v for k, v in default.items() if k != "benchmark"}
+    b = long["benchmark"]
+    assert b["concepts"] == default["protocol"]["concepts"] and set(b["gap_concepts"]) <= set(b["concepts"])
+    assert set(b["gap_concepts"]) == {fs[0] for fs in default["pretrain"]["forget_sets"]}   # references the pretraining makes
+    root = Path(__file__).parents[1]
+    for n in runs_in["long"]:
+        extra = {"out_dir": "o", "profile": "long"} if exps[n].render else {}
+        check_parameters(root / exps[n].notebook, {**long.get(n, {}), "run_dir": "r", "runs_root": "r", **extra})

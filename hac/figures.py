@@ -5,16 +5,17 @@
 # %% ../nbs/10a_figures.ipynb #b1447b52
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from .viz import TEXT_WIDTH, add_class_legend, paper_figure, plot_embedding, plot_frontier, plot_hierarchy
 
 # %% auto #0
-__all__ = ['MAP_NAMES', 'SINGLE_CONFUSIONS', 'FRONTIER_METHODS', 'PROBE_COLUMNS', 'ATTACH_ORDER', 'ATTACH_KINDS', 'map_panels',
-           'after_map_panels', 'embedding_grid', 'quality_note', 'single_confusions', 'scaling_confusions',
-           'retrain_points', 'hub_frontier', 'frontier_figure', 'taxonomy_tree', 'hierarchy_zoom_figure', 'text_radii',
-           'attachment_figure']
+__all__ = ['MAP_NAMES', 'SINGLE_CONFUSIONS', 'FRONTIER_METHODS', 'PROBE_COLUMNS', 'BENCH_SCORINGS', 'ATTACH_ORDER',
+           'ATTACH_KINDS', 'map_panels', 'after_map_panels', 'embedding_grid', 'quality_note', 'single_confusions',
+           'scaling_confusions', 'retrain_points', 'hub_frontier', 'frontier_figure', 'benchmark_style',
+           'benchmark_frontier_figure', 'taxonomy_tree', 'hierarchy_zoom_figure', 'text_radii', 'attachment_figure']
 
 # %% ../nbs/10a_figures.ipynb #394bcd46
 MAP_NAMES = {"tsne": "t-SNE", "htsne": "hyperbolic t-SNE", "cosne": "CO-SNE"}
@@ -130,6 +131,43 @@ def frontier_figure(frontier: pd.DataFrame, # Table 8's frame (frontier_table)
     axes[0].get_legend().remove()
     plot_frontier(label(hub_frontier(traj, forget, methods)), retrain_points(rr, "hf", "hr"), ax=axes[1], percent=False,
                   title="hub-corrected top-1")
+    return fig
+
+# %% ../nbs/10a_figures.ipynb #c2e9850a
+BENCH_SCORINGS = [("", "raw zero-shot top-1"), ("hub_", "hub-corrected top-1")]   # frontier.csv column prefix, row title
+
+def benchmark_style(methods, # method names without the model, in legend order (e.g. ["AC", "HAC", "SalUn"])
+                   ) -> tuple[dict, dict]: # (name -> colour, name -> marker)
+    "One colour (tab10, then tab20) and one marker per benchmark method, fixed across models and panels."
+    pal = list(plt.get_cmap("tab10").colors) + list(plt.get_cmap("tab20").colors[1::2])
+    marks = "osD^vP*Xph<>"
+    return ({m: pal[i % len(pal)] for i, m in enumerate(methods)}, {m: marks[i % len(marks)] for i, m in enumerate(methods)})
+
+def benchmark_frontier_figure(bfr: pd.DataFrame, # 08_benchmark frontier.csv: method, model, steps, [hub_]forget/retain_acc_mean/std
+                             ):
+    "Figure 11: rows raw / hub-corrected, columns per model; each method in one colour and marker everywhere; returns fig."
+    need = ["method", "model", "steps"] + [f"{p}{c}" for p, _ in BENCH_SCORINGS for c in
+                                           ("forget_acc_mean", "forget_acc_std", "retain_acc_mean", "retain_acc_std")]
+    miss = [c for c in need if c not in bfr.columns]
+    if miss: raise ValueError(f"frontier.csv lacks {miss}: re-run 08_benchmark (its frontier gains the hub-corrected probe columns)")
+    name = lambda label: str(label).split(" + ", 1)[-1]
+    names = list(dict.fromkeys(name(m) for m in bfr.method))
+    col, mark = benchmark_style(names)
+    models = list(dict.fromkeys(bfr.model))
+    fig, axes = paper_figure(len(BENCH_SCORINGS), len(models), width=TEXT_WIDTH, aspect=0.8)
+    axes = np.asarray(axes).reshape(len(BENCH_SCORINGS), len(models))
+    for r, (pre, what) in enumerate(BENCH_SCORINGS):
+        for c, model in enumerate(models):
+            d = bfr[bfr.model == model]
+            d = pd.DataFrame({"method": d.method, "lr": 0.0, "steps": d.steps,
+                              **{k: d[f"{pre}{k}"] for k in ("forget_acc_mean", "forget_acc_std", "retain_acc_mean", "retain_acc_std")}})
+            ax = axes[r, c]
+            plot_frontier(d, ax=ax, percent=False, title=f"{model}, {what}", color_of=lambda m: col[name(m)], marker_of=lambda m: mark[name(m)])
+            ax.get_legend().remove()
+            ax.set_xlabel("validation forget acc. (%)"); ax.set_ylabel("validation retain acc. (%)")
+    from matplotlib.lines import Line2D
+    handles = [Line2D([], [], color=col[n], marker=mark[n], ms=4, lw=1.0, label=n) for n in names]
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
     return fig
 
 # %% ../nbs/10a_figures.ipynb #d8cbf7fa

@@ -332,6 +332,8 @@ def plot_frontier(
     ax=None,            # axes to draw on (default: a new column-width figure)
     percent=True,       # accuracies in [0, 1] shown as %
     title=None,         # panel title
+    color_of=None,      # label -> colour (default: tab10 in the order of the lines): the same method, the same colour in every panel
+    marker_of=None,     # label -> marker (default: cycled in the order of the lines)
 ):
     "Forget-vs-retain frontier per method with x/y error bars and the retrain reference; returns fig."
     need = ["method", "lr", "steps"] + _FRONTIER_COLS
@@ -345,7 +347,8 @@ def plot_frontier(
     for i, (m, g) in enumerate(df.groupby("method", sort=False)):   # one colour per line: several lines share a model
         g = g.sort_values(["lr", "steps"])
         ax.errorbar(k * g.forget_acc_mean, k * g.retain_acc_mean, xerr=k * g.forget_acc_std, yerr=k * g.retain_acc_std,
-                    color=palette[i % len(palette)], marker=marks[i % len(marks)], ms=3, lw=1.0, elinewidth=0.6, capsize=1.5,
+                    color=palette[i % len(palette)] if color_of is None else color_of(str(m)),
+                    marker=marks[i % len(marks)] if marker_of is None else marker_of(str(m)), ms=3, lw=1.0, elinewidth=0.6, capsize=1.5,
                     label=str(m))
     if retrain is not None:
         for _, r in retrain.iterrows():

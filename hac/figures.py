@@ -151,7 +151,8 @@ def benchmark_frontier_figure(bfr: pd.DataFrame, # 08_benchmark frontier.csv: me
     miss = [c for c in need if c not in bfr.columns]
     if miss: raise ValueError(f"frontier.csv lacks {miss}: re-run 08_benchmark (its frontier gains the hub-corrected probe columns)")
     name = lambda label: str(label).split(" + ", 1)[-1]
-    names = list(dict.fromkeys(name(m) for m in bfr.method))
+    most = bfr.groupby("model", sort=False).method.nunique().idxmax()    # the model with every method (HAC: MERU only) sets the order
+    names = list(dict.fromkeys([name(m) for m in bfr[bfr.model == most].method] + [name(m) for m in bfr.method]))
     col, mark = benchmark_style(names)
     models = list(dict.fromkeys(bfr.model))
     fig, axes = paper_figure(len(BENCH_SCORINGS), len(models), width=TEXT_WIDTH, aspect=0.8)

@@ -24,9 +24,9 @@ __all__ = ['FRONTIER_COLS', 'STATUSES', 'BENCH_COLUMNS', 'BENCH_PEAK', 'BENCH_GE
            'CONE_RECIPE_HEADERS', 'PAPERS', 'interval_table', 'Render', 'main_table_records', 'hyperparameter_table',
            'frontier_table', 'cone_shares', 'pooled_drift_tests', 'protocol_endpoints', 'protocol_table',
            'protocol_lr_text', 'benchmark_table', 'claim_spec', 'claim_row', 'claim_units', 'edge_order_claim',
-           'claims_plan', 'plan_markdown', 'run_plan', 'protocol_comparisons', 'protocol_claims', 'benchmark_claims',
-           'front_claims', 'per_seed', 'gap_slopes', 'single_concept_claims', 'g3', 'interval_text', 'mde_text',
-           'margin_text', 'claim_evidence', 'verdict_counts', 'claims_markdown', 'per_concept_effects',
+           'holm_family_size', 'claims_plan', 'plan_markdown', 'run_plan', 'protocol_comparisons', 'protocol_claims',
+           'benchmark_claims', 'front_claims', 'per_seed', 'gap_slopes', 'single_concept_claims', 'g3', 'interval_text',
+           'mde_text', 'margin_text', 'claim_evidence', 'verdict_counts', 'claims_markdown', 'per_concept_effects',
            'reading_counts', 'forest_panels', 'index_markdown', 'notebook_timings', 'results_markdown']
 
 # %% ../nbs/10_paper.ipynb #89c27afd
@@ -231,6 +231,10 @@ def edge_order_claim(ed: pd.DataFrame, # 01_pretrain meru_edges.csv: seed, order
                      + "); effect = share ordered - 1/2, exact 95 % interval", why=None, testable=True)
 
 # %% ../nbs/10_paper.ipynb #2d2a5f89
+def holm_family_size(claims: pd.DataFrame) -> int:
+    "Claims in Holm's family: the testable ones with a p (as `hac.stats.decide` counts them)."
+    return int((claims.testable.astype(bool) & claims.p.notna()).sum())
+
 def claims_plan(claims: pd.DataFrame, # claims.csv: claim, verdict, testable, p, n_seeds
                 units: pd.DataFrame, # claim_units.csv: claim, key, seed, effect
                 cc: dict, # configs/claims.yaml (alpha, power, the margins)
@@ -242,7 +246,7 @@ def claims_plan(claims: pd.DataFrame, # claims.csv: claim, verdict, testable, p,
     missing = sorted(set(units.claim) - set(claims.claim))
     if missing: raise ValueError(f"claim_units.csv has claims that claims.csv lacks (regenerate both together): {missing[:3]}")
     alpha = float(cc["alpha"]); power = float(cc["power"] if power is None else power)
-    m = int((claims.testable.astype(bool) & claims.p.notna()).sum())
+    m = holm_family_size(claims)
     rows = []
     for r in claims.itertuples():
         u = units[units.claim == r.claim]
@@ -287,8 +291,7 @@ def run_plan(figures: str | os.PathLike | None = None, # folder with claims.csv 
     claims = pd.read_csv(fig / "claims.csv")
     plan = claims_plan(claims, pd.read_csv(fig / "claim_units.csv"), cc, power, max_seeds)
     if csv is not None: atomic_write_text(Path(csv), plan.to_csv(index=False))
-    m = int((claims.testable.astype(bool) & claims.p.notna()).sum())
-    log(plan_markdown(plan, float(cc["alpha"]), m, float(cc["power"] if power is None else power)))
+    log(plan_markdown(plan, float(cc["alpha"]), holm_family_size(claims), float(cc["power"] if power is None else power)))
     return 0
 
 

@@ -26,8 +26,8 @@ from .train import train
 __all__ = ['REACH_STATUSES', 'LR_RULES', 'UNIT_COLUMNS', 'PAIRINGS', 'TUNE_RULES', 'GAP_METRICS', 'HUB_GAP_METRICS',
            'cached_train', 'pretrain_job', 'unlearn_dir', 'unlearn_job', 'pretrained', 'unlearn', 'train_many',
            'history', 'protocol', 'record', 'eval_images', 'evaluate_model', 'embedding_maps', 'steps_to_target',
-           'choose_lr', 'protocol_jobs', 'unit_row', 'paired_effects', 'tune_lr', 'grad_evals', 'gaps', 'unit_gaps',
-           'peak_memory', 'front_rival', 'run_configs', 'matched_at_levels']
+           'choose_lr', 'protocol_jobs', 'unit_row', 'paired_effects', 'tune_rule_text', 'tune_lr', 'grad_evals',
+           'gaps', 'unit_gaps', 'peak_memory', 'front_rival', 'run_configs', 'matched_at_levels']
 
 # %% ../nbs/09_experiments.ipynb #72f0b316
 _VOLATILE = ("progress", "out_dir", "resume", "save_model")   # none changes a number a run writes
@@ -336,13 +336,27 @@ TUNE_RULES = {
         "per method, among the learning rates of the grid at which the method reaches the common forget target on the "
         "validation probe on every tuning seed, the one with the highest mean retain accuracy at the target; if none "
         "does, the one with the lowest mean final probe forget accuracy, recorded as not reached"),
+    "gentlest_near_best_retain": (
+        "per method, among the learning rates of the grid at which the method reaches the common forget target on the "
+        "validation probe on every tuning seed, the smallest whose mean retain accuracy at the target is within {tol:g} "
+        "points of the best of them; if none reaches it, the one with the lowest mean final probe forget accuracy, "
+        "recorded as not reached"),
 }
+
+def tune_rule_text(rule: str, # a key of TUNE_RULES
+                   tol: float = 1.0, # the tie tolerance of `gentlest_near_best_retain` (retain points)
+                  ) -> str: # the rule in words, with its tolerance filled in
+    "The words of a tuning rule for captions and metrics.json."
+    if rule not in TUNE_RULES: raise ValueError(f"tune_lr: unknown rule {rule!r}; known: {list(TUNE_RULES)}")
+    return TUNE_RULES[rule].format(tol=float(tol))
 
 def tune_lr(runs: pd.DataFrame, # tuning runs: method, lr, seed, status, retain_at_target, probe_forget_end
             rule: str = "best_retain_at_target", # a key of TUNE_RULES
+            tol: float = 1.0, # `gentlest_near_best_retain`: retain points from the best that count as a tie (>= 0)
            ) -> pd.DataFrame: # one row per method: lr (chosen), reached, retain_at_target, probe_forget_end (means over seeds)
     "Each method's learning rate by `rule` (the same rule and grid for every method)."
     if rule not in TUNE_RULES: raise ValueError(f"tune_lr: unknown rule {rule!r}; known: {list(TUNE_RULES)}")
+    if not np.isfinite(tol) or tol < 0: raise ValueError(f"tune_lr: tol={tol!r} must be a finite number of retain points >= 0")
     miss = {"method", "lr", "seed", "status", "retain_at_target", "probe_forget_end"} - set(runs.columns)
     if miss: raise ValueError(f"tune_lr: runs lack columns {sorted(miss)}")
     out = []
@@ -350,7 +364,10 @@ def tune_lr(runs: pd.DataFrame, # tuning runs: method, lr, seed, status, retain_
         per = g.groupby("lr").agg(ok=("status", lambda s: bool(s.isin(["reached", "at_start"]).all())),
                                   retain=("retain_at_target", "mean"), end=("probe_forget_end", "mean")).reset_index()
         ok = per[per.ok]
-        if len(ok): best, reached = ok.sort_values(["retain", "lr"], ascending=[False, True], na_position="last").iloc[0], True
+        if len(ok) and rule == "gentlest_near_best_retain" and ok.retain.notna().any():
+            near = ok[ok.retain >= ok.retain.max() - tol]        # ties within tol of the best; NaN retain never ties
+            best, reached = near.sort_values("lr").iloc[0], True
+        elif len(ok): best, reached = ok.sort_values(["retain", "lr"], ascending=[False, True], na_position="last").iloc[0], True
         else: best, reached = per.sort_values(["end", "lr"]).iloc[0], False
         out.append(dict(method=m, lr=float(best.lr), reached=reached, retain_at_target=float(best.retain),
                         probe_forget_end=float(best.end)))

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from hac.data import ANIMAL_MNIST_CLASSES
-from hac.experiments import (LR_RULES, REACH_STATUSES, UNIT_COLUMNS, choose_lr, protocol, protocol_jobs, record,
+from hac.experiments import (LR_RULES, REACH_STATUSES, UNIT_COLUMNS, choose_lr, protocol, protocol_jobs, record, tune_lr,
                              steps_to_target, unit_row, unlearn_job)
 from hac.stats import matched_forget
 
@@ -201,3 +201,31 @@ def test_protocol_config():
     assert p["lr_rule"] in LR_RULES and p["lr_grid"] == sorted(p["lr_grid"])
     assert p["target_forget_acc"] == pytest.approx(100 / len(ANIMAL_MNIST_CLASSES))   # chance
     assert set(p["endpoints"]) <= set(UNIT_COLUMNS)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_tune_lr_gentlest_rule_properties(seed):
+    "gentlest_near_best_retain on random tuning tables: a reaching rate no larger than the best-retain rule's, within tol of its retain."
+    rng = np.random.default_rng(seed)
+    grid, tol = [2e-5, 5e-5, 1e-4, 2e-4], float(rng.choice([0.0, 0.5, 1.0, 3.0]))
+    rows = []
+    for m in ("A", "B", "C"):
+        for lr in grid:
+            for s in (0, 1):
+                st = rng.choice(["reached", "not_reached", "at_start"], p=[0.6, 0.3, 0.1])
+                rows.append(dict(method=m, lr=lr, seed=s, status=st, retain_at_target=80 + 3 * rng.standard_normal() if st != "not_reached" else np.nan,
+                                 probe_forget_end=float(rng.uniform(0, 50))))
+    runs = pd.DataFrame(rows)
+    best = tune_lr(runs).set_index("method")
+    gent = tune_lr(runs, "gentlest_near_best_retain", tol).set_index("method")
+    assert (best.reached == gent.reached).all()                          # the tie-break never changes whether a rate reaches
+    for m in best.index:
+        if not best.reached[m]:
+            assert gent.lr[m] == best.lr[m]                              # nothing reached: both take the lowest final forget
+            continue
+        assert gent.lr[m] <= best.lr[m]                                  # the gentlest of the ties, never a larger rate
+        assert gent.retain_at_target[m] >= best.retain_at_target[m] - tol - 1e-9
+        ok = runs[runs.method == m].groupby("lr").filter(lambda g: g.status.isin(["reached", "at_start"]).all())
+        smaller = ok[ok.lr < gent.lr[m]].groupby("lr").retain_at_target.mean()
+        assert (smaller < best.retain_at_target[m] - tol).all()          # every smaller reaching rate lost more than tol
+    if tol == 0.0: assert gent.lr.to_dict() == best.lr.to_dict()

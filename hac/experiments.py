@@ -346,8 +346,9 @@ TUNE_RULES = {
 def tune_rule_text(rule: str, # a key of TUNE_RULES
                    tol: float = 1.0, # the tie tolerance of `gentlest_near_best_retain` (retain points)
                   ) -> str: # the rule in words, with its tolerance filled in
-    "The words of a tuning rule for captions and metrics.json."
-    if rule not in TUNE_RULES: raise ValueError(f"tune_lr: unknown rule {rule!r}; known: {list(TUNE_RULES)}")
+    "The words of a tuning rule for captions and metrics.json; refuses an unknown rule or a tolerance below 0."
+    if rule not in TUNE_RULES: raise ValueError(f"unknown rule {rule!r} for the tuning; known: {list(TUNE_RULES)}")
+    if not np.isfinite(tol) or tol < 0: raise ValueError(f"tuning tolerance tol={tol!r} must be a finite number of retain points >= 0")
     return TUNE_RULES[rule].format(tol=float(tol))
 
 def tune_lr(runs: pd.DataFrame, # tuning runs: method, lr, seed, status, retain_at_target, probe_forget_end
@@ -355,8 +356,7 @@ def tune_lr(runs: pd.DataFrame, # tuning runs: method, lr, seed, status, retain_
             tol: float = 1.0, # `gentlest_near_best_retain`: retain points from the best that count as a tie (>= 0)
            ) -> pd.DataFrame: # one row per method: lr (chosen), reached, retain_at_target, probe_forget_end (means over seeds)
     "Each method's learning rate by `rule` (the same rule and grid for every method)."
-    if rule not in TUNE_RULES: raise ValueError(f"tune_lr: unknown rule {rule!r}; known: {list(TUNE_RULES)}")
-    if not np.isfinite(tol) or tol < 0: raise ValueError(f"tune_lr: tol={tol!r} must be a finite number of retain points >= 0")
+    tune_rule_text(rule, tol)                                    # refuses an unknown rule or a bad tol
     miss = {"method", "lr", "seed", "status", "retain_at_target", "probe_forget_end"} - set(runs.columns)
     if miss: raise ValueError(f"tune_lr: runs lack columns {sorted(miss)}")
     out = []

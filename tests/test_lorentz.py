@@ -103,6 +103,25 @@ def test_float32_pairwise(c):
     assert (np.abs(got2 - ref) / np.maximum(ref, 1e-300))[big].max() < 1e-4
 
 
+@pytest.mark.parametrize("c", [0.37, 1.0])
+def test_pairwise_cluster_at_origin_bounded_memory(c, monkeypatch):
+    """Every pair near (points clustered at the origin, as early in training): the refinement runs in chunks of
+    pairs. Before, it gathered all B*N pairs at once: 4096 x 4096 x 512 points of norm ~0.2 asked for 30 GB."""
+    import hac.lorentz as L
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(300, 64, generator=g) * 2e-3, torch.randn(200, 64, generator=g) * 2e-3
+    calls = []
+    rowwise = L.rowwise_dist
+    monkeypatch.setattr(L, "rowwise_dist", lambda a, b, **k: calls.append(len(a)) or rowwise(a, b, **k))
+    monkeypatch.setattr(L, "_REFINE_FLOATS", 64 * 7000)      # chunks of 7,000 pairs
+    got = pairwise_dist(x, y, curv=c)
+    assert sum(calls) == 300 * 200 and max(calls) == 7000 and len(calls) == 9   # every pair near, in chunks
+    monkeypatch.setattr(L, "_REFINE_FLOATS", 1 << 40)
+    assert torch.equal(got, pairwise_dist(x, y, curv=c))     # one chunk: the same bits
+    ref = pairwise_dist(x.double(), y.double(), curv=c)
+    assert ((got.double() - ref).abs() / ref).max() < 1e-5
+
+
 def lorentz_geodesic(x, d, c, rng):
     "A float64 point at distance d from x along a random direction (ambient exp map at x)."
     xa = ambient(x[None], c)[0]

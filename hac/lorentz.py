@@ -328,16 +328,23 @@ def poincare_dist(
     return 2 * torch.asinh(c.sqrt() * _norm(p - q) / (_gap(p, c) * _gap(q, c)).sqrt()) / c.sqrt()
 
 # %% ../nbs/00_lorentz.ipynb #8ae0d1d8
+# floats of the (rows, N, D) difference tensor built at once (64 MiB in float32); beyond it, row blocks. A 2-D map of
+# thousands of points is one block; 4096 x 4096 features of 512 dims in one block would take 34 GB
+_PAIR_FLOATS = 1 << 24
+
 def poincare_pairwise_dist(
     p: Tensor,  # points in the ball, (B, D)
     q: Tensor | None = None,  # points in the ball, (N, D); default `p`
     *, curv: float | Tensor,  # curvature is -curv
 ) -> Tensor:  # geodesic distances, (B, N)
-    "Geodesic distance of every row of `p` to every row of `q` in the Poincare ball."
+    "Geodesic distance of every row of `p` to every row of `q` in the Poincare ball (bounded memory: row blocks)."
     p = _upcast(p); q = p if q is None else _upcast(q)
     c = _curv(curv, p)
     gaps = _gap(p, c)[:, None] * _gap(q, c)[None, :]
-    return 2 * torch.asinh(c.sqrt() * _norm(p[:, None, :] - q[None, :, :]) / gaps.sqrt()) / c.sqrt()
+    rows = max(1, _PAIR_FLOATS // max(1, q.shape[0] * p.shape[-1]))
+    diff = lambda a: _norm(a[:, None, :] - q[None, :, :])   # |p_i - q_j|, exact differences (no cancellation)
+    n = diff(p) if p.shape[0] <= rows else torch.cat([diff(p[i:i + rows]) for i in range(0, p.shape[0], rows)])
+    return 2 * torch.asinh(c.sqrt() * n / gaps.sqrt()) / c.sqrt()
 
 def poincare_dist0(
     p: Tensor,  # points in the ball, (B, D)

@@ -228,3 +228,15 @@ def test_poincare_ball_helpers(c):
     assert below.any() and not below.all()
     np.testing.assert_allclose(poincare_exp_map0(v[below], curv=c).numpy(),
                                to_poincare(exp_map0(v[below], curv=c), curv=c).numpy(), atol=1e-12)
+
+
+def test_poincare_pairwise_large_in_row_blocks():
+    """2048 x 2048 features of 256 dims: one (B, N, D) difference tensor would be 4 GiB; row blocks of 64 MiB give the
+    Lorentz distances (float64 oracle) and never hold more than a block."""
+    from hac.lorentz import poincare_pairwise_dist, _PAIR_FLOATS
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(2048, 256, generator=g) * 0.1, torch.randn(2048, 256, generator=g) * 0.1
+    assert 2048 * 2048 * 256 > 50 * _PAIR_FLOATS                            # many blocks
+    got = poincare_pairwise_dist(to_poincare(x, curv=1.0), to_poincare(y, curv=1.0), curv=1.0)
+    ref = pairwise_dist(x.double(), y.double(), curv=1.0)
+    assert ((got.double() - ref).abs() / ref).max() < 1e-5

@@ -179,16 +179,17 @@ def _near_pairs(z: Tensor, xt: Tensor, yt: Tensor, c: Tensor, rho: float) -> Ten
     near[rows] = z.detach()[rows] < bound[rows, None]
     return near
 
-# floats gathered per side in one `rowwise_dist` call (1 MiB in float32): points clustered at the origin make every
-# pair near, and gathering all B*N pairs at once would take B*N*D floats (30 GB for 4096 x 4096 x 512); measured at
-# D = 512, 1 MiB chunks refine 3.5x faster per pair than 16 MiB ones (their temporaries stay in cache and in the heap)
-_REFINE_FLOATS = 1 << 18
+# floats per chunk (1 MiB in float32) of the elementwise passes on z (`_z_to_dist`) and of the pairs gathered per side
+# for one `rowwise_dist` call (`_refine_near`): points clustered at the origin make every pair near, and gathering all
+# B*N pairs at once would take B*N*D floats (30 GB for 4096 x 4096 x 512); measured at D = 512, 1 MiB chunks refine
+# 3.5x faster per pair than 16 MiB ones (their temporaries stay in cache and in the heap)
+_CHUNK_FLOATS = 1 << 18
 
 def _refine_near(d: Tensor, near: Tensor, x: Tensor, y: Tensor, c: Tensor) -> Tensor:
     "d with the pairs of `near` recomputed by `rowwise_dist` (out of place), in chunks of pairs: bounded memory."
     i, j = near.nonzero(as_tuple=True)
     if not i.numel(): return d
-    k = max(1, _REFINE_FLOATS // max(1, x.shape[-1]))    # pairs per chunk
+    k = max(1, _CHUNK_FLOATS // max(1, x.shape[-1]))    # pairs per chunk
     v = [rowwise_dist(x[i[s:s + k]], y[j[s:s + k]], curv=c) for s in range(0, i.numel(), k)]
     return d.index_put((i, j), v[0] if len(v) == 1 else torch.cat(v))
 
@@ -212,7 +213,7 @@ def _z_to_dist(z: Tensor, c: Tensor, *, grad: bool, huge: bool) -> Tensor:
     if grad or huge:
         return (torch.acosh(z.clamp_min(1.0)) if huge and not grad else _acosh(z)) / c.sqrt()
     inv = 1 / c.sqrt()
-    step = max(1, (1 << 18) // max(1, z.shape[1]))  # ~1 MiB of float32 per chunk
+    step = max(1, _CHUNK_FLOATS // max(1, z.shape[1]))  # rows of ~1 MiB per chunk
     # one scratch buffer for every chunk: a fresh 1 MiB tensor per chunk costs page faults (same ops, same bits)
     scratch = z.new_empty(min(z.shape[0], step) * z.shape[1])
     for i in range(0, z.shape[0], step):

@@ -113,10 +113,10 @@ def test_pairwise_cluster_at_origin_bounded_memory(c, monkeypatch):
     calls = []
     rowwise = L.rowwise_dist
     monkeypatch.setattr(L, "rowwise_dist", lambda a, b, **k: calls.append(len(a)) or rowwise(a, b, **k))
-    monkeypatch.setattr(L, "_REFINE_FLOATS", 64 * 7000)      # chunks of 7,000 pairs
+    monkeypatch.setattr(L, "_CHUNK_FLOATS", 64 * 7000)      # chunks of 7,000 pairs
     got = pairwise_dist(x, y, curv=c)
     assert sum(calls) == 300 * 200 and max(calls) == 7000 and len(calls) == 9   # every pair near, in chunks
-    monkeypatch.setattr(L, "_REFINE_FLOATS", 1 << 40)
+    monkeypatch.setattr(L, "_CHUNK_FLOATS", 1 << 40)
     assert torch.equal(got, pairwise_dist(x, y, curv=c))     # one chunk: the same bits
     ref = pairwise_dist(x.double(), y.double(), curv=c)
     assert ((got.double() - ref).abs() / ref).max() < 1e-5

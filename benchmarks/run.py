@@ -430,20 +430,35 @@ def bench_memory_methods(quick=False):
 
 
 @contextlib.contextmanager
-def phase_timer(targets):
-    "While the block runs, time every call of each (object, attribute, phase) in `targets`: yields {phase: seconds}."
-    tm, saved = {}, []
-    def timed(f, key):
+def phase_meter(targets, measure):
+    """While the block runs, every call of each (object, attribute, phase) in `targets` runs inside `measure()`, a
+    context manager whose `__exit__` returns nothing and whose `.value()` after the call is added to the phase:
+    yields {phase: total}."""
+    tot, saved = {}, []
+    def metered(f, key):
         def g(*a, **k):
-            t = time.perf_counter(); r = f(*a, **k); tm[key] = tm.get(key, 0.0) + time.perf_counter() - t
+            with measure() as m: r = f(*a, **k)
+            tot[key] = tot.get(key, 0) + m.value()
             return r
         return g
     for obj, name, key in targets:
-        f = getattr(obj, name); saved.append((obj, name, f)); setattr(obj, name, timed(f, key))
+        f = getattr(obj, name); saved.append((obj, name, f)); setattr(obj, name, metered(f, key))
     try:
-        yield tm
+        yield tot
     finally:
         for obj, name, f in reversed(saved): setattr(obj, name, f)
+
+
+class _Clock:
+    "Wall seconds of the block, for `phase_meter`."
+    def __enter__(self): self.t = time.perf_counter(); return self
+    def __exit__(self, *exc): self.s = time.perf_counter() - self.t
+    def value(self): return self.s
+
+
+def phase_timer(targets):
+    "While the block runs, time every call of each (object, attribute, phase) in `targets`: yields {phase: seconds}."
+    return phase_meter(targets, _Clock)
 
 
 def _timed_unlearning_run(cfg):
@@ -463,24 +478,15 @@ def _unlearning_flops(cfg):
     from torch.utils.flop_counter import FlopCounterMode
     import hac.evaluators as EV
     import hac.train as T
-    inner = {"eval": 0}
-    def counted(f):
-        def g(*a, **k):
-            with FlopCounterMode(display=False) as fc:   # nested: the whole run's counter sees these ops too
-                r = f(*a, **k)
-            inner["eval"] += fc.get_total_flops()
-            return r
-        return g
-    saved = [(EV.AnimalMNISTEval, n, getattr(EV.AnimalMNISTEval, n)) for n in ("full", "probe")]
-    for obj, name, f in saved: setattr(obj, name, counted(f))
-    try:
-        with FlopCounterMode(display=False) as whole:
-            T.train(cfg)
-    finally:
-        for obj, name, f in saved: setattr(obj, name, f)
-    if not 0 < inner["eval"] < whole.get_total_flops():
-        raise AssertionError(f"evaluation FLOPs {inner['eval']} not inside the run's {whole.get_total_flops()}")
-    return whole.get_total_flops(), inner["eval"]
+    class Flops(FlopCounterMode):   # nested inside `whole`: the whole run's counter sees these ops too
+        def __init__(self): super().__init__(display=False)
+        def value(self): return self.get_total_flops()
+    ev = [(EV.AnimalMNISTEval, "full", "eval"), (EV.AnimalMNISTEval, "probe", "eval")]
+    with phase_meter(ev, Flops) as inner, FlopCounterMode(display=False) as whole:
+        T.train(cfg)
+    total, evals = whole.get_total_flops(), inner.get("eval", 0)
+    if not 0 < evals < total: raise AssertionError(f"evaluation FLOPs {evals} not inside the run's {total}")
+    return total, evals
 
 
 def bench_unlearn_run(quick=False):
@@ -523,8 +529,8 @@ def bench_unlearn_run(quick=False):
              "whole run", w[0] * 1e3, ev(w) / w[0], "<= 0.2"),
             # the protocol fixes what is evaluated (probes x probe_size images, the whole test split): its FLOPs are a
             # share of the run's that no speed-up of the same work changes
-            (f"  evaluation's FLOPs (GFLOP; matmul, conv, attention: FlopCounterMode)", eval_flops / 1e9,
-             f"the run's FLOPs (GFLOP)", flops / 1e9, eval_flops / flops, "info: the work the protocol asks for"),
+            ("  evaluation's FLOPs (GFLOP; matmul, conv, attention: FlopCounterMode)", eval_flops / 1e9,
+             "the run's FLOPs (GFLOP)", flops / 1e9, eval_flops / flops, "info: the work the protocol asks for"),
             # the lowest time share any speed-up of the evaluation alone can reach: its FLOPs at the GEMM rate
             (f"  evaluation at the 1-thread GEMM rate ({gemm / 1e9:.0f} GFLOP/s; ms)", eval_flops / gemm * 1e3,
              "+ the rest of the run as measured (ms)", eval_flops / gemm * 1e3 + (w[0] - ev(w)) * 1e3,

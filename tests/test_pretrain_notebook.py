@@ -21,4 +21,4 @@ def test_pretrain_notebook_without_references(tmp_path):
     assert sorted(json.loads((run_dir / "run_configs.json").read_text())) == ["pretrain clip", "pretrain meru"]
     for f in ("retrain_probe.csv", "retrain_diagnostics.csv"):   # written with their header, no rows
         lines = (run_dir / f).read_text().splitlines()
-        assert len(lines) == 1 and lines[0].startswith(("forget,model,seed",)), (f, lines)
+        assert len(lines) == 1 and lines[0].startswith("forget,model,seed"), (f, lines)
